@@ -1,0 +1,313 @@
+"""The batch enrollment engine behind ``client.enroll()``.
+
+Records stream through three stages joined by bounded queues, so memory stays flat however long
+the input is: a reader (validate locally, skip what an earlier run finished), tokenizers (one
+request per card: the real bottleneck), and a batcher that packs enrol tokens into full
+batch-create chunks as they arrive. Each record's create carries a deterministic idempotency
+key, and is saved to the checkpoint before it is sent, so a rerun after a crash replays it
+instead of making a second pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+
+import attrs
+
+from .._enroll_models import (
+    EnrollCheckpoint,
+    EnrollOutcome,
+    EnrollRecord,
+    PendingEnrollment,
+    _content_key,
+    enrollment_key,
+    next_enrollment_key,
+)
+from .._errors import BadRequestError, LoyaltyLayerError, ValidationError
+from .._models import PassRequest
+from .._rules import MAX_BATCH
+from ._resources import AsyncCards, AsyncPasses
+
+__all__ = ["run_enrollment"]
+
+RecordSource = Iterable[EnrollRecord | Mapping[str, str]] | AsyncIterable[EnrollRecord | Mapping[str, str]]
+
+_WAKE = object()
+_TOKEN_SAFETY = dt.timedelta(seconds=60)
+
+
+@attrs.define(kw_only=True)
+class _Work:
+    index: int
+    record: EnrollRecord
+    idempotency_key: str
+    enrol_token: str | None = attrs.field(default=None, repr=False)
+    token_expires_at: dt.datetime | None = None
+    attempts: int = 0
+    retokenized: bool = False
+
+
+class _Job:
+    def __init__(
+        self,
+        cards: AsyncCards,
+        passes: AsyncPasses,
+        *,
+        plan_id: str,
+        job_id: str,
+        checkpoint: EnrollCheckpoint,
+        concurrency: int,
+        max_wait: float,
+    ) -> None:
+        self._cards = cards
+        self._passes = passes
+        self._plan_id = plan_id
+        self._job_id = job_id
+        self._checkpoint = checkpoint
+        self._concurrency = concurrency
+        self._max_wait = max_wait
+        self.outcomes: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(concurrency + MAX_BATCH)
+        self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(concurrency)
+        self._ready: asyncio.Queue[_Work | object] = asyncio.Queue()
+        self._upstream = 0
+        self._reader_done = False
+        self._sending = 0
+
+    async def run(self, records: RecordSource) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read(records))
+                for _ in range(self._concurrency):
+                    group.create_task(self._tokenizer())
+                group.create_task(self._batcher(group))
+        finally:
+            await self.outcomes.put(None)
+
+    async def _emit(self, outcome: EnrollOutcome) -> None:
+        await self.outcomes.put(outcome)
+
+    def _changed(self) -> None:
+        self._ready.put_nowait(_WAKE)
+
+    def _nothing_more_coming(self) -> bool:
+        return self._reader_done and self._upstream == 0 and self._sending == 0
+
+    async def _read(self, records: RecordSource) -> None:
+        index = 0
+        try:
+            if isinstance(records, AsyncIterable):
+                async for record in records:
+                    await self._admit(index, record)
+                    index += 1
+            else:
+                for record in records:
+                    await self._admit(index, record)
+                    index += 1
+        finally:
+            self._reader_done = True
+            for _ in range(self._concurrency):
+                await self._to_tokenize.put(None)
+            self._changed()
+
+    async def _admit(self, index: int, raw: EnrollRecord | Mapping[str, str]) -> None:
+        if isinstance(raw, EnrollRecord):
+            record = raw
+        else:
+            try:
+                record = EnrollRecord.from_row(raw)
+            except ValidationError as error:
+                key = raw.get("reference") or _content_key(raw)
+                number = raw.get("card_number") or ""
+                card = f"**** {number[-4:]}" if len(number) >= 4 else None
+                await self._emit(
+                    EnrollOutcome(index=index, key=key, status="failed", error=error, card=card)
+                )
+                return
+        if self._checkpoint.is_done(record.key):
+            await self._emit(
+                EnrollOutcome(
+                    index=index, key=record.key, status="skipped", card=record.card.masked
+                )
+            )
+            return
+        pending = self._checkpoint.pending(record.key)
+        if pending is not None:
+            work = _Work(
+                index=index,
+                record=record,
+                idempotency_key=pending.idempotency_key,
+                enrol_token=pending.enrol_token,
+                token_expires_at=pending.token_expires_at,
+            )
+            self._ready.put_nowait(work)
+            return
+        self._upstream += 1
+        key = enrollment_key(self._job_id, self._plan_id, record.key)
+        await self._to_tokenize.put(_Work(index=index, record=record, idempotency_key=key))
+
+    async def _tokenizer(self) -> None:
+        while (work := await self._to_tokenize.get()) is not None:
+            try:
+                await self._tokenize(work)
+            finally:
+                self._upstream -= 1
+                self._changed()
+
+    async def _tokenize(self, work: _Work) -> None:
+        try:
+            token = await self._cards.tokenize(work.record.card, self._plan_id)
+        except LoyaltyLayerError as error:
+            work.attempts += getattr(error, "attempts", 1)
+            await self._fail(work, error)
+            return
+        work.attempts += 1
+        work.enrol_token = token.enrol_token
+        work.token_expires_at = token.expires_at
+        await self._checkpoint.save_pending(
+            PendingEnrollment(
+                key=work.record.key,
+                idempotency_key=work.idempotency_key,
+                enrol_token=token.enrol_token,
+                token_expires_at=token.expires_at,
+            )
+        )
+        self._ready.put_nowait(work)
+
+    async def _fail(self, work: _Work, error: LoyaltyLayerError) -> None:
+        await self._emit(
+            EnrollOutcome(
+                index=work.index,
+                key=work.record.key,
+                status="failed",
+                error=error,
+                idempotency_key=work.idempotency_key,
+                card=work.record.card.masked,
+                attempts=work.attempts,
+            )
+        )
+
+    async def _batcher(self, group: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_Work] = []
+        flush_at = 0.0
+        senders = asyncio.Semaphore(4)
+        while True:
+            if batch and (
+                len(batch) == MAX_BATCH or self._nothing_more_coming() or loop.time() >= flush_at
+            ):
+                await senders.acquire()
+                self._sending += 1
+                group.create_task(self._send(batch, senders))
+                batch = []
+                continue
+            if not batch and self._nothing_more_coming() and self._ready.empty():
+                return
+            try:
+                timeout = max(0.0, flush_at - loop.time()) if batch else None
+                item = await asyncio.wait_for(self._ready.get(), timeout)
+            except TimeoutError:
+                continue
+            if isinstance(item, _Work):
+                if not batch:
+                    flush_at = loop.time() + self._flush_delay(item)
+                batch.append(item)
+
+    def _flush_delay(self, work: _Work) -> float:
+        """How long the first token of a chunk may wait for the chunk to fill."""
+        if work.token_expires_at is None:
+            return self._max_wait
+        left = (work.token_expires_at - _TOKEN_SAFETY - dt.datetime.now(dt.UTC)).total_seconds()
+        return max(0.0, min(self._max_wait, left))
+
+    async def _send(self, batch: list[_Work], senders: asyncio.Semaphore) -> None:
+        try:
+            requests = [
+                PassRequest(
+                    plan_id=self._plan_id,
+                    holder=work.record.holder,
+                    enrol_token=work.enrol_token,
+                    reference=work.record.reference,
+                    metadata=work.record.metadata,
+                    idempotency_key=work.idempotency_key,
+                )
+                for work in batch
+            ]
+            result = await self._passes.batch_create(requests)
+            for work, item in zip(batch, result.items, strict=True):
+                work.attempts += 1
+                if item.pass_ is not None:
+                    await self._emit(
+                        EnrollOutcome(
+                            index=work.index,
+                            key=work.record.key,
+                            status="created",
+                            pass_=item.pass_,
+                            idempotency_key=work.idempotency_key,
+                            card=work.record.card.masked,
+                            attempts=work.attempts,
+                            replayed=item.replayed,
+                        )
+                    )
+                elif self._token_was_refused(item.error) and not work.retokenized:
+                    # The server stored a refusal under this key, so it made no pass with it:
+                    # a fresh token under the next key cannot duplicate anything.
+                    work.retokenized = True
+                    work.idempotency_key = next_enrollment_key(work.idempotency_key)
+                    self._upstream += 1
+                    await self._to_tokenize_again(work)
+                else:
+                    assert item.error is not None
+                    await self._fail(work, item.error)
+        finally:
+            self._sending -= 1
+            senders.release()
+            self._changed()
+
+    @staticmethod
+    def _token_was_refused(error: LoyaltyLayerError | None) -> bool:
+        return isinstance(error, BadRequestError) and error.error == "invalid_enrol_token"
+
+    async def _to_tokenize_again(self, work: _Work) -> None:
+        try:
+            await self._tokenize(work)
+        finally:
+            self._upstream -= 1
+
+
+async def run_enrollment(
+    cards: AsyncCards,
+    passes: AsyncPasses,
+    records: RecordSource,
+    *,
+    plan_id: str,
+    job_id: str,
+    checkpoint: EnrollCheckpoint,
+    concurrency: int,
+    max_wait: float,
+) -> AsyncIterator[EnrollOutcome]:
+    """Run the pipeline in a background task and hand its outcomes out as they come."""
+    job = _Job(
+        cards,
+        passes,
+        plan_id=plan_id,
+        job_id=job_id,
+        checkpoint=checkpoint,
+        concurrency=concurrency,
+        max_wait=max_wait,
+    )
+    runner = asyncio.create_task(job.run(records))
+    try:
+        while (outcome := await job.outcomes.get()) is not None:
+            yield outcome
+        await runner
+    finally:
+        if not runner.done():
+            runner.cancel()
+            try:
+                await runner
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise

@@ -1,0 +1,320 @@
+"""The API's resources: ``client.cards`` and ``client.passes``.
+
+Each method validates its input before anything is sent, calls the transport once, and turns
+the reply into a typed model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from joserfc.jwk import RSAKey
+
+from .. import _rules
+from .._cardmath import CARD_TYPES
+from .._cards import choose_key, encrypt_card, import_key
+from .._convert import structure, structure_pass, unstructure
+from .._errors import (
+    BadRequestError,
+    LoyaltyLayerError,
+    UnexpectedResponseError,
+    ValidationError,
+    status_error,
+)
+from .._models import (
+    BatchItem,
+    BatchResult,
+    Card,
+    CardToken,
+    EncryptionKeySet,
+    Holder,
+    HolderUpdate,
+    Pass,
+    PassRequest,
+    check_id,
+    check_idempotency_key,
+    check_reference_and_metadata,
+)
+from .._transport import Response, Transport, new_idempotency_key
+
+__all__ = ["AsyncCards", "AsyncPasses"]
+
+_KEYS_MAX_AGE = 3600.0
+
+
+def _require_valid(errors: dict[str, str]) -> None:
+    if errors:
+        raise ValidationError(errors)
+
+
+def _context(response: Response, path: str) -> dict[str, Any]:
+    return {
+        "status": response.status,
+        "method": "POST",
+        "path": path,
+        "correlation_id": response.correlation_id,
+        "idempotency_key": response.idempotency_key,
+    }
+
+
+def _pass_from(response: Response, path: str) -> Pass:
+    return structure_pass(response.data, replayed=response.replayed, **_context(response, path))
+
+
+class AsyncCards:
+    """Card tokenization: a card goes in encrypted, a single-use ``enrol_token`` comes out."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._keys: tuple[EncryptionKeySet, RSAKey, float] | None = None
+        self._keys_lock: asyncio.Lock | None = None
+
+    async def encryption_keys(self) -> EncryptionKeySet:
+        """Fetch the API's current card-encryption keys (a JWK Set; two during a rotation)."""
+        path = "/v1/card/encryption-keys"
+        response = await self._transport.request("GET", path)
+        context = _context(response, path) | {"method": "GET"}
+        return structure(response.data, EncryptionKeySet, **context)
+
+    async def tokenize(
+        self,
+        card: Card,
+        plan_id: str,
+        card_type: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> CardToken:
+        """Encrypt ``card`` and exchange it for an ``enrol_token`` to create a pass with.
+
+        ``card_type`` is inferred from the card number when not given. The encryption keys are
+        fetched once and cached (until the earliest ``expires_at``, at most an hour); if the
+        server says the key was retired, they are fetched again and the card re-encrypted, once.
+        """
+        errors: dict[str, str] = {}
+        if not isinstance(card, Card):
+            errors["card"] = "must be a loyaltylayer.Card"
+        check_id(errors, "plan_id", plan_id)
+        if card_type is None and isinstance(card, Card):
+            card_type = card.card_type
+            if card_type is None:
+                errors["card_type"] = "cannot be inferred from the card number; pass it"
+        elif card_type is not None and card_type not in CARD_TYPES:
+            errors["card_type"] = f"must be one of {', '.join(CARD_TYPES)}"
+        check_idempotency_key(errors, "idempotency_key", idempotency_key)
+        _require_valid(errors)
+        key = idempotency_key or new_idempotency_key()
+        try:
+            return await self._tokenize_once(card, plan_id, card_type, key, refresh_keys=False)
+        except BadRequestError as error:
+            if error.error != "invalid_encryption_key":
+                raise
+        return await self._tokenize_once(card, plan_id, card_type, f"{key}.rekeyed", refresh_keys=True)
+
+    async def _tokenize_once(
+        self, card: Card, plan_id: str, card_type: str | None, key: str, *, refresh_keys: bool
+    ) -> CardToken:
+        path = "/v1/card/tokenize"
+        rsa_key = await self._encryption_key(refresh=refresh_keys)
+        body = {
+            "encrypted_value": encrypt_card(card, rsa_key),
+            "plan_id": plan_id,
+            "card_type": card_type,
+        }
+        response = await self._transport.request("POST", path, body=body, idempotency_key=key)
+        return structure(response.data, CardToken, **_context(response, path))
+
+    async def _encryption_key(self, *, refresh: bool) -> RSAKey:
+        if self._keys_lock is None:
+            self._keys_lock = asyncio.Lock()
+        async with self._keys_lock:
+            now = asyncio.get_running_loop().time()
+            if refresh or self._keys is None or now >= self._keys[2]:
+                keys = await self.encryption_keys()
+                chosen = choose_key(keys)
+                max_age = _KEYS_MAX_AGE
+                expiries = [k.expires_at for k in keys.keys if k.expires_at is not None]
+                if expiries:
+                    left = (min(expiries) - dt.datetime.now(dt.UTC)).total_seconds()
+                    max_age = max(0.0, min(max_age, left))
+                self._keys = (keys, import_key(chosen), now + max_age)
+            return self._keys[1]
+
+
+class AsyncPasses:
+    """Lounge passes and eSIMs: create (alone or in batches), read, update, cancel."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def create(
+        self,
+        *,
+        plan_id: str,
+        holder: Holder,
+        enrol_token: str | None = None,
+        reference: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Pass:
+        """Create one pass. Its class follows the plan's type (``PriorityPass``, ``EsimPass``...).
+
+        The same ``idempotency_key`` (generated unless given) is sent on every retry, so a retry
+        after a lost reply returns the pass made the first time instead of a second one.
+        """
+        request = PassRequest(
+            plan_id=plan_id,
+            holder=holder,
+            enrol_token=enrol_token,
+            reference=reference,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+        path = "/v1/pass/create"
+        body = unstructure(request)
+        body.pop("idempotency_key", None)
+        response = await self._transport.request(
+            "POST", path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
+        )
+        return _pass_from(response, path)
+
+    async def batch_create(self, requests: Iterable[PassRequest]) -> BatchResult:
+        """Create any number of passes: sent in chunks of at most 100, concurrently, paced.
+
+        Every item gets its own idempotency key (generated unless the request has one), so a
+        retried chunk never makes a second pass. Items come back in input order, each created
+        or failed with its typed error; a chunk that fails as a whole fails each of its items.
+        """
+        items = list(requests)
+        errors: dict[str, str] = {}
+        if not items:
+            errors["requests"] = "must not be empty"
+        for index, item in enumerate(items):
+            if not isinstance(item, PassRequest):
+                errors[f"requests[{index}]"] = "must be a loyaltylayer.PassRequest"
+        _require_valid(errors)
+        keys = [item.idempotency_key or new_idempotency_key() for item in items]
+        size = _rules.MAX_BATCH
+        chunks = [range(start, min(start + size, len(items))) for start in range(0, len(items), size)]
+        results = await asyncio.gather(*(self._send_chunk(items, keys, chunk) for chunk in chunks))
+        return BatchResult(items=[item for chunk_items in results for item in chunk_items])
+
+    async def _send_chunk(
+        self, items: list[PassRequest], keys: list[str], chunk: range
+    ) -> list[BatchItem]:
+        path = "/v1/pass/batch-create"
+        wire = []
+        for index in chunk:
+            body = unstructure(items[index])
+            body["idempotency_key"] = keys[index]
+            wire.append(body)
+        try:
+            response = await self._transport.request(
+                "POST", path, body={"passes": wire}, idempotency_key=new_idempotency_key()
+            )
+        except LoyaltyLayerError as error:
+            return [
+                BatchItem(index=i, request=items[i], idempotency_key=keys[i], error=error)
+                for i in chunk
+            ]
+        return self._read_chunk(response, path, items, keys, chunk)
+
+    def _read_chunk(
+        self, response: Response, path: str, items: list[PassRequest], keys: list[str], chunk: range
+    ) -> list[BatchItem]:
+        context = _context(response, path)
+        data = response.data
+        results = data.get("results") if isinstance(data, Mapping) else None
+        by_index: dict[int, Mapping[str, Any]] = {}
+        if isinstance(results, list):
+            for result in results:
+                if isinstance(result, Mapping) and isinstance(result.get("index"), int):
+                    by_index[result["index"]] = result
+        out: list[BatchItem] = []
+        for position, index in enumerate(chunk):
+            result = by_index.get(position)
+            item_context = context | {"idempotency_key": keys[index]}
+            common = {"index": index, "request": items[index], "idempotency_key": keys[index]}
+            if result is None:
+                error: LoyaltyLayerError = UnexpectedResponseError(
+                    f"batch reply has no result for item {position}", **item_context
+                )
+                out.append(BatchItem(**common, error=error))
+            elif result.get("status") == "created":
+                replayed = result.get("replayed") is True
+                try:
+                    created = structure_pass(result.get("pass"), replayed=replayed, **item_context)
+                except LoyaltyLayerError as bad_reply:
+                    out.append(BatchItem(**common, error=bad_reply))
+                else:
+                    out.append(BatchItem(**common, pass_=created, replayed=replayed))
+            else:
+                body = result.get("error")
+                body = body if isinstance(body, Mapping) else {}
+                code = body.get("code")
+                item_context.pop("status")
+                error = status_error(code if isinstance(code, int) else 400, body, **item_context)
+                out.append(BatchItem(**common, error=error))
+        return out
+
+    async def status(self, pass_id: str) -> Pass:
+        """The pass as it is now."""
+        errors: dict[str, str] = {}
+        check_id(errors, "pass_id", pass_id)
+        _require_valid(errors)
+        path = "/v1/pass/status"
+        response = await self._transport.request("POST", path, body={"pass_id": pass_id})
+        return _pass_from(response, path)
+
+    async def update(
+        self,
+        pass_id: str,
+        *,
+        holder: HolderUpdate | None = None,
+        reference: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Pass:
+        """Change the holder's details, the reference or the metadata; only what is given."""
+        errors: dict[str, str] = {}
+        check_id(errors, "pass_id", pass_id)
+        if holder is not None and not isinstance(holder, HolderUpdate):
+            errors["holder"] = "must be a loyaltylayer.HolderUpdate"
+        check_reference_and_metadata(errors, "", reference, metadata)
+        check_idempotency_key(errors, "idempotency_key", idempotency_key)
+        if holder is None and reference is None and metadata is None:
+            errors["update"] = "give at least one of holder, reference, metadata"
+        _require_valid(errors)
+        body: dict[str, Any] = {"pass_id": pass_id}
+        if holder is not None:
+            body["holder"] = unstructure(holder)
+        if reference is not None:
+            body["reference"] = reference
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        path = "/v1/pass/update"
+        response = await self._transport.request(
+            "POST", path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
+        )
+        return _pass_from(response, path)
+
+    async def cancel(
+        self, pass_id: str, reason: str | None = None, *, idempotency_key: str | None = None
+    ) -> Pass:
+        """Cancel the pass. A second cancel raises :class:`AlreadyCancelledError`."""
+        errors: dict[str, str] = {}
+        check_id(errors, "pass_id", pass_id)
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            errors["reason"] = "must be a string of at most 500 characters"
+        check_idempotency_key(errors, "idempotency_key", idempotency_key)
+        _require_valid(errors)
+        body: dict[str, Any] = {"pass_id": pass_id}
+        if reason is not None:
+            body["reason"] = reason
+        path = "/v1/pass/cancel"
+        response = await self._transport.request(
+            "POST", path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
+        )
+        return _pass_from(response, path)

@@ -1,0 +1,100 @@
+"""The access token: fetched on first need, shared by every call, refreshed before it expires.
+
+Single-flight: however many calls need a token at once, one ``/auth/token`` request is made and
+all of them wait for it. A refresh starts early (at 80 % of the lifetime, or two minutes before
+expiry, whichever is later) while the current token keeps serving calls, so steady traffic never
+waits for a refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+from ._logging import logger
+from ._tokencache import TokenCache
+
+__all__ = ["IssuedToken", "TokenManager"]
+
+_SHARED_TOKEN_RECHECK = 60.0
+
+
+@attrs.frozen(kw_only=True)
+class IssuedToken:
+    access_token: str = attrs.field(repr=False)
+    expires_in: float
+
+
+class TokenManager:
+    """Owns the client's bearer token. ``fetch`` performs the token request (through the pipeline)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[IssuedToken]],
+        *,
+        cache: TokenCache | None = None,
+        cache_key: str,
+    ) -> None:
+        self._fetch = fetch
+        self._cache = cache
+        self._cache_key = cache_key
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self._inflight: asyncio.Future[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<TokenManager cache_key={self._cache_key!r} has_token={self._token is not None}>"
+
+    async def token(self) -> str:
+        """A valid access token, fetching or refreshing it when needed."""
+        now = asyncio.get_running_loop().time()
+        if self._token is not None and now < self._refresh_at:
+            return self._token
+        inflight = self._inflight
+        if inflight is None or inflight.done():
+            inflight = self._inflight = asyncio.ensure_future(self._renew())
+        if self._token is not None and now < self._expires_at:
+            inflight.add_done_callback(_consume_exception)
+            return self._token
+        return await asyncio.shield(inflight)
+
+    async def invalidate(self, token: str) -> None:
+        """The server rejected ``token``: forget it (unless a newer one already replaced it)."""
+        if self._token == token:
+            self._token = None
+            self._refresh_at = self._expires_at = 0.0
+        if self._cache is not None:
+            await self._cache.discard(self._cache_key, token)
+
+    async def _renew(self) -> str:
+        loop = asyncio.get_running_loop()
+        if self._cache is not None:
+            shared = await self._cache.get(self._cache_key)
+            if shared is not None and shared != self._token:
+                self._install(shared, loop.time(), refresh_in=_SHARED_TOKEN_RECHECK)
+                return shared
+        issued = await self._fetch()
+        now = loop.time()
+        lifetime = issued.expires_in
+        refresh_in = max(lifetime * 0.8, lifetime - 120.0)
+        self._install(issued.access_token, now, refresh_in=refresh_in, lifetime=lifetime)
+        if self._cache is not None:
+            await self._cache.set(self._cache_key, issued.access_token, refresh_in)
+        logger.debug("access token obtained; refresh in %.0f s", refresh_in)
+        return issued.access_token
+
+    def _install(
+        self, token: str, now: float, *, refresh_in: float, lifetime: float | None = None
+    ) -> None:
+        self._token = token
+        self._refresh_at = now + refresh_in
+        self._expires_at = now + (lifetime if lifetime is not None else refresh_in)
+
+
+def _consume_exception(future: asyncio.Future[str]) -> None:
+    """A background refresh that failed must not be reported as 'exception never retrieved'."""
+    if not future.cancelled():
+        future.exception()

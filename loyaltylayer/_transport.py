@@ -1,0 +1,409 @@
+"""The one request pipeline every call of the SDK goes through.
+
+For each logical call: a correlation id and (for mutations) an idempotency key are fixed once,
+then attempts are made until one succeeds or the retry policy gives up. Each attempt takes a
+bearer token, then a lease from the rate limiter, then sends. The retry loop is outermost, so
+every attempt is paced. The overall ``deadline`` starts with the first attempt: time spent
+queueing for the rate limiter before it is not counted, so a thousand calls gathered at once
+do not time out merely for waiting their turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import platform
+import random
+import time
+import uuid
+from collections.abc import Generator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import attrs
+import backoff
+
+from ._auth import IssuedToken, TokenManager
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    ClientClosedError,
+    LoyaltyLayerError,
+    RateLimitError,
+    RequestInProgressError,
+    UnexpectedResponseError,
+    status_error,
+)
+from ._logging import logger
+from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, shared_limiter
+from ._tokencache import TokenCache
+from ._version import __version__
+
+__all__ = ["Response", "Transport", "new_idempotency_key", "origin_of"]
+
+_DEFAULT_RETRY_AFTER = 60.0
+_IN_PROGRESS_WAIT = 0.5
+_USER_AGENT = (
+    f"loyaltylayer-python/{__version__} aiohttp/{aiohttp.__version__} "
+    f"python/{platform.python_version()}"
+)
+
+
+def new_idempotency_key() -> str:
+    return f"ll_{uuid.uuid4().hex}"
+
+
+def _new_correlation_id() -> str:
+    return f"ll-{uuid.uuid4().hex}"
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of a URL: what the per-IP rate limit is shared by."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """A successful reply: its JSON body and what the caller needs to know about the request."""
+
+    status: int
+    data: Any = attrs.field(repr=False)
+    correlation_id: str
+    idempotency_key: str | None
+    replayed: bool
+    attempts: int
+
+
+def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
+    """The longer of the body's ``retry_after`` and the ``Retry-After`` header (seconds or date)."""
+    candidates: list[float] = []
+    value = body.get("retry_after")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        candidates.append(float(value))
+    header = headers.get("Retry-After")
+    if header:
+        try:
+            candidates.append(max(0.0, float(header)))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(header) if header.strip() else None
+            if parsed is not None:
+                candidates.append(max(0.0, parsed.timestamp() - time.time()))
+    return math.ceil(max(candidates)) if candidates else _DEFAULT_RETRY_AFTER
+
+
+def _retry_waits(base: float, cap: float) -> Generator[float, Any, None]:
+    """backoff wait generator: what to wait depends on the error that ended the attempt.
+
+    429 waits exactly ``retry_after`` (no jitter: jitter would turn a 60 s block into ~20 s and
+    trip it again); ``request_in_progress`` waits a short fixed time; everything else waits
+    full-jitter exponential time.
+    """
+    error = yield 0.0
+    failures = 0
+    while True:
+        if isinstance(error, RateLimitError):
+            wait = error.retry_after or _DEFAULT_RETRY_AFTER
+        elif isinstance(error, RequestInProgressError):
+            wait = _IN_PROGRESS_WAIT
+        else:
+            wait = random.uniform(0.0, min(cap, base * 2.0**failures))
+            failures += 1
+        error = yield wait
+
+
+def _give_up(error: LoyaltyLayerError) -> bool:
+    return not error.retryable
+
+
+@attrs.define(kw_only=True)
+class _Call:
+    method: str
+    url: str
+    path: str
+    body: bytes | None
+    idempotency_key: str | None
+    correlation_id: str
+    authenticated: bool
+    priority: bool
+    attempts: int = 0
+    deadline: asyncio.Timeout | None = None
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "correlation_id": self.correlation_id,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+class Transport:
+    """Token, limiter, retries, typed errors: everything between a resource method and aiohttp."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        auth_url: str,
+        client_id: str,
+        client_secret: str,
+        timeout: float,
+        max_retries: int,
+        deadline: float | None,
+        rate_limit: RateLimit | Limiter | None,
+        session: aiohttp.ClientSession | None,
+        token_cache: TokenCache | None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth_url = auth_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+        self._deadline = deadline
+        self._rate_limit = rate_limit
+        self._limiter: Limiter | None = rate_limit if isinstance(rate_limit, Limiter) else None
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        self._auth = TokenManager(
+            self._fetch_token, cache=token_cache, cache_key=f"{self.auth_url}|{client_id}"
+        )
+        self._send_with_retries = backoff.on_exception(
+            _retry_waits,
+            LoyaltyLayerError,
+            max_tries=max_retries + 1,
+            jitter=None,
+            giveup=_give_up,
+            on_backoff=self._log_backoff,
+            base=backoff_base,
+            cap=backoff_cap,
+        )(self._attempt)
+        self.attempts = 0
+        """Attempts this client has sent (every one took a lease): for progress and tests."""
+
+    def __repr__(self) -> str:
+        return f"<Transport base_url={self.base_url!r} client_id={self._client_id!r}>"
+
+    @property
+    def limiter(self) -> Limiter:
+        """The limiter pacing this client (made on first use, on the running loop)."""
+        if self._limiter is None:
+            if isinstance(self._rate_limit, RateLimit):
+                self._limiter = shared_limiter(origin_of(self.base_url), self._rate_limit)
+            else:
+                self._limiter = UnlimitedLimiter()
+        return self._limiter
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        idempotency_key: str | None = None,
+        authenticated: bool = True,
+        priority: bool = False,
+        base_url: str | None = None,
+    ) -> Response:
+        """Send one logical request, retried as the policy allows; raise the typed error."""
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        call = _Call(
+            method=method,
+            url=(base_url or self.base_url) + path,
+            path=path,
+            body=None if body is None else json.dumps(body, separators=(",", ":")).encode(),
+            idempotency_key=idempotency_key,
+            correlation_id=_new_correlation_id(),
+            authenticated=authenticated,
+            priority=priority,
+        )
+        async with asyncio.timeout(None) as deadline:
+            call.deadline = deadline
+            try:
+                response: Response = await self._send_with_retries(call)
+            except APIError as error:
+                error.attempts = call.attempts
+                raise
+            except TimeoutError:
+                if deadline.expired():
+                    timeout_error = APITimeoutError(
+                        f"deadline of {self._deadline} s exceeded after {call.attempts} attempts",
+                        **call.context(),
+                    )
+                    timeout_error.attempts = call.attempts
+                    raise timeout_error from None
+                raise
+        return response
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers={"User-Agent": _USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=100),
+            )
+        return self._session
+
+    async def _fetch_token(self) -> IssuedToken:
+        response = await self.request(
+            "POST",
+            "/auth/token",
+            body={
+                "client_id": self._client_id,
+                "client_secret": self._client_secret,
+                "grant_type": "client_credentials",
+            },
+            authenticated=False,
+            priority=True,
+            base_url=self.auth_url,
+        )
+        data = response.data
+        token = data.get("access_token") if isinstance(data, Mapping) else None
+        expires_in = data.get("expires_in") if isinstance(data, Mapping) else None
+        if not isinstance(token, str) or not token:
+            raise UnexpectedResponseError(
+                "token reply has no access_token",
+                status=response.status,
+                method="POST",
+                path="/auth/token",
+                correlation_id=response.correlation_id,
+            )
+        if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+            expires_in = 1800
+        return IssuedToken(access_token=token, expires_in=float(expires_in))
+
+    async def _attempt(self, call: _Call) -> Response:
+        """One attempt; when the token was rejected as expired, one more with a fresh token."""
+        for fresh_token in (False, True):
+            token = await self._auth.token() if call.authenticated else None
+            try:
+                return await self._send(call, token)
+            except AuthenticationError as error:
+                if token is None or fresh_token or error.error != "invalid_token":
+                    raise
+                logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
+                await self._auth.invalidate(token)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, call: _Call, token: str | None) -> Response:
+        headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if call.idempotency_key is not None:
+            headers["Idempotency-Key"] = call.idempotency_key
+        session = self._session_for_loop()
+        limiter = self.limiter
+        async with limiter.lease(priority=call.priority):
+            if call.deadline is not None and call.deadline.when() is None and self._deadline:
+                call.deadline.reschedule(asyncio.get_running_loop().time() + self._deadline)
+            call.attempts += 1
+            self.attempts += 1
+            started = time.perf_counter()
+            try:
+                async with session.request(
+                    call.method, call.url, data=call.body, headers=headers
+                ) as reply:
+                    raw = await reply.read()
+                    status = reply.status
+                    reply_headers = reply.headers
+            except TimeoutError:
+                logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
+                raise APITimeoutError("no reply in time", **call.context()) from None
+            except aiohttp.ClientError as exc:
+                logger.info(
+                    "%s %s connection failed: %s (%s)",
+                    call.method,
+                    call.path,
+                    type(exc).__name__,
+                    call.correlation_id,
+                )
+                raise APIConnectionError(
+                    f"connection failed ({type(exc).__name__})", **call.context()
+                ) from exc
+        elapsed = time.perf_counter() - started
+        replayed = reply_headers.get("Idempotent-Replayed", "").lower() == "true"
+        logger.debug(
+            "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
+            call.method,
+            call.path,
+            status,
+            elapsed * 1000,
+            call.attempts,
+            call.correlation_id,
+            f", idempotency_key={call.idempotency_key}" if call.idempotency_key else "",
+            ", replayed" if replayed else "",
+        )
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = _NOT_JSON
+        if 200 <= status < 300:
+            if data is _NOT_JSON or data is None:
+                raise UnexpectedResponseError(
+                    f"{status} reply is not JSON", status=status, **call.context()
+                )
+            return Response(
+                status=status,
+                data=data,
+                correlation_id=call.correlation_id,
+                idempotency_key=call.idempotency_key,
+                replayed=replayed,
+                attempts=call.attempts,
+            )
+        raise await self._error(call, status, reply_headers, data)
+
+    async def _error(
+        self, call: _Call, status: int, headers: Mapping[str, str], data: Any
+    ) -> APIError:
+        body: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+        if not body and status < 500 and status != 429:
+            return UnexpectedResponseError(
+                f"{status} reply without a JSON error body", status=status, **call.context()
+            )
+        retry_after = _retry_after(headers, body) if status == 429 else None
+        error: APIStatusError = status_error(
+            status, body, retry_after=retry_after, **call.context()
+        )
+        if retry_after is not None:
+            logger.warning(
+                "server rate limit hit: every request paused for %.0f s (%s)",
+                retry_after,
+                call.correlation_id,
+            )
+            await self.limiter.block(retry_after)
+        return error
+
+    def _log_backoff(self, details: Any) -> None:
+        error = details.get("exception")
+        call = details["args"][0]
+        logger.info(
+            "retrying %s %s in %.2f s after %s (attempt %d, %s)",
+            call.method,
+            call.path,
+            details.get("wait", 0.0),
+            type(error).__name__,
+            call.attempts,
+            call.correlation_id,
+        )
+
+
+_NOT_JSON = object()
