@@ -42,6 +42,10 @@ class LoyaltyLayerError(Exception):
     retryable: bool = False
     """Whether sending the same request again (with the same idempotency key) may succeed."""
 
+    retries_exhausted: bool = False
+    """Set once the pipeline has given up on the request, so no outer retry loop repeats it
+    (a token fetch that failed inside another call was already retried on its own)."""
+
 
 class ConfigurationError(LoyaltyLayerError, ValueError):
     """The client was configured in a way that cannot work (missing credentials, plain HTTP...)."""

@@ -120,7 +120,7 @@ def _retry_waits(base: float, cap: float) -> Generator[float, Any, None]:
 
 
 def _give_up(error: LoyaltyLayerError) -> bool:
-    return not error.retryable
+    return not error.retryable or error.retries_exhausted
 
 
 @attrs.define(kw_only=True)
@@ -185,6 +185,7 @@ class Transport:
             jitter=None,
             giveup=_give_up,
             on_backoff=self._log_backoff,
+            logger=None,
             base=backoff_base,
             cap=backoff_cap,
         )(self._attempt)
@@ -228,22 +229,25 @@ class Transport:
             authenticated=authenticated,
             priority=priority,
         )
-        async with asyncio.timeout(None) as deadline:
-            call.deadline = deadline
-            try:
+        try:
+            async with asyncio.timeout(None) as deadline:
+                call.deadline = deadline
                 response: Response = await self._send_with_retries(call)
-            except APIError as error:
+        except APIError as error:
+            if not error.retries_exhausted:
+                error.retries_exhausted = True
                 error.attempts = call.attempts
+            raise
+        except TimeoutError:
+            if call.deadline is None or not call.deadline.expired():
                 raise
-            except TimeoutError:
-                if deadline.expired():
-                    timeout_error = APITimeoutError(
-                        f"deadline of {self._deadline} s exceeded after {call.attempts} attempts",
-                        **call.context(),
-                    )
-                    timeout_error.attempts = call.attempts
-                    raise timeout_error from None
-                raise
+            timeout_error = APITimeoutError(
+                f"deadline of {self._deadline} s exceeded after {call.attempts} attempts",
+                **call.context(),
+            )
+            timeout_error.retries_exhausted = True
+            timeout_error.attempts = call.attempts
+            raise timeout_error from None
         return response
 
     async def aclose(self) -> None:

@@ -1,0 +1,1 @@
+"""Optional integrations that need extra packages; each module imports its own dependency."""

@@ -1,0 +1,54 @@
+"""What the Redis backends share: opening a client from a URL and naming a server safely.
+
+Error messages name the Redis server so an operator knows which one is down, but a Redis URL
+often carries a password; the name is therefore rebuilt from the connection settings, which
+never include the password, instead of echoing the URL the user gave.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .._errors import LoyaltyLayerError
+
+__all__ = ["UNAVAILABLE", "RedisUnavailableError", "describe", "open_client"]
+
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+"""What redis-py raises when the server cannot be reached or does not answer in time."""
+
+
+class RedisUnavailableError(LoyaltyLayerError):
+    """The Redis server behind a shared limiter or token cache cannot be reached.
+
+    ``server`` names it (``redis://host:port/db``) without any credentials.
+    """
+
+    def __init__(self, server: str, reason: BaseException) -> None:
+        self.server = server
+        super().__init__(f"Redis at {server} is unavailable: {reason}")
+
+
+def open_client(url: str) -> aioredis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``), connecting lazily.
+
+    Timeouts are set so a silent server fails a request within seconds instead of hanging every
+    worker that waits for a lease.
+    """
+    return aioredis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=5.0)
+
+
+def describe(client: aioredis.Redis) -> str:
+    """``redis://host:port/db`` (or ``rediss://``, ``unix://path``) of ``client``, no password."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if issubclass(pool.connection_class, UnixDomainSocketConnection):
+        return f"unix://{kwargs.get('path', '')}?db={db}"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    host = str(kwargs.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"

@@ -1,0 +1,118 @@
+"""The control plane under ``/__sandbox/``: reset, faults, clock, journal, passes, key rotation.
+
+Loopback clients only (403 otherwise), never rate limited, never journaled.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ._core import Core
+from ._faults import Fault
+
+__all__ = ["CONTROL_PREFIX", "handle_control"]
+
+CONTROL_PREFIX = "/__sandbox/"
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+
+
+def _error(status: int, error: str, description: str) -> web.Response:
+    return _json(status, {"error": error, "error_description": description, "code": status})
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+async def _body(request: web.Request) -> object:
+    raw = await request.read()
+    return json.loads(raw) if raw.strip() else {}
+
+
+def _clock_state(core: Core) -> dict[str, float]:
+    return {"now": core.clock.now(), "offset": core.clock.offset}
+
+
+async def _faults(core: Core, request: web.Request) -> web.Response:
+    if request.method == "GET":
+        return _json(200, {"faults": core.faults.describe()})
+    if request.method == "DELETE":
+        core.faults.clear()
+        return _json(200, {"faults": []})
+    fault = Fault.from_json(await _body(request))
+    return _json(201, {"id": core.faults.add(fault), **fault.to_json()})
+
+
+async def _clock(core: Core, request: web.Request) -> web.Response:
+    if request.method == "POST":
+        raw = await _body(request)
+        advance = raw.get("advance") if isinstance(raw, dict) else None
+        if isinstance(advance, bool) or not isinstance(advance, int | float):
+            raise ValueError('send {"advance": seconds}')
+        core.clock.advance(float(advance))
+    return _json(200, _clock_state(core))
+
+
+async def _journal(core: Core, request: web.Request) -> web.Response:
+    if request.method == "DELETE":
+        core.journal.clear()
+        return _json(200, {"entries": []})
+    return _json(200, {"entries": [entry.to_json() for entry in core.journal.entries()]})
+
+
+async def _passes(core: Core, request: web.Request) -> web.Response:
+    client_id = request.query.get("client_id")
+    return _json(200, {"passes": core.state.passes(client_id)})
+
+
+async def _reset(core: Core, _request: web.Request) -> web.Response:
+    core.reset()
+    return _json(200, {"reset": True})
+
+
+async def _rotate(core: Core, _request: web.Request) -> web.Response:
+    return _json(200, {"kid": core.rotate_keys()})
+
+
+_ROUTES = {
+    "reset": (("POST",), _reset),
+    "faults": (("GET", "POST", "DELETE"), _faults),
+    "clock": (("GET", "POST"), _clock),
+    "journal": (("GET", "DELETE"), _journal),
+    "passes": (("GET",), _passes),
+    "keys/rotate": (("POST",), _rotate),
+}
+
+
+async def handle_control(core: Core, request: web.Request) -> web.Response:
+    if not _is_loopback(request.remote):
+        return _error(403, "forbidden", "The sandbox control plane answers loopback clients only.")
+    found = _ROUTES.get(request.path[len(CONTROL_PREFIX) :])
+    if found is None:
+        return _error(404, "not_found", f"No control endpoint at {request.path}.")
+    methods, handler = found
+    if request.method not in methods:
+        response = _error(405, "method_not_allowed", f"Use {', '.join(methods)}.")
+        response.headers["Allow"] = ", ".join(methods)
+        return response
+    try:
+        return await handler(core, request)
+    except (ValueError, RecursionError) as exc:
+        return _error(400, "invalid_request", str(exc))

@@ -1,0 +1,389 @@
+"""RedisRateLimiter against a real redis-server: one budget for coroutines, processes and clocks.
+
+Redis ``TIME`` is real time, so windows are scaled down (10 requests per 0.5 s) instead of
+faked. Grant and release times are read from Redis ``TIME`` inside each lease: the grant
+happened before the first reading and the release after the second, so if these readings keep
+the promise, the real lease times do too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, cast
+
+import pytest
+import redis.asyncio as aioredis
+from redis_server import free_port, redis_url_or_skip
+
+from loyaltylayer._errors import ConfigurationError
+from loyaltylayer._ratelimit import RateLimit
+from loyaltylayer.contrib.redis import RedisRateLimiter, RedisUnavailableError
+
+ORIGIN = "https://api.loyaltylayer.test"
+N = 10
+PER = 0.5
+HOLD = RateLimit(requests=N, per=PER).hold
+
+Lease = tuple[float, float]  # Redis TIME just after the grant, just before the release
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    yield from redis_url_or_skip()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def make_limiter(redis_url: str) -> AsyncIterator[Any]:
+    """Builds limiters on the test server (each its own connection, like separate workers)."""
+    made: list[RedisRateLimiter] = []
+
+    def make(**kwargs: Any) -> RedisRateLimiter:
+        kwargs.setdefault("requests", N)
+        kwargs.setdefault("per", PER)
+        limiter = RedisRateLimiter.from_url(redis_url, **kwargs).bind(ORIGIN)
+        made.append(limiter)
+        return limiter
+
+    yield make
+    for limiter in made:
+        await limiter.aclose()
+
+
+async def redis_now(client: aioredis.Redis) -> float:
+    seconds, micros = await client.time()
+    return seconds + micros / 1e6
+
+
+async def use_leases(
+    limiter: RedisRateLimiter,
+    clock: aioredis.Redis,
+    leases: list[Lease],
+    *,
+    max_latency: float = 0.01,
+) -> None:
+    """One caller that sends requests back to back, each taking up to ``max_latency``."""
+    while True:
+        async with limiter.lease():
+            granted = await redis_now(clock)
+            await asyncio.sleep(random.uniform(0.0, max_latency))
+            released = await redis_now(clock)
+        leases.append((granted, released))
+
+
+async def expiries(client: aioredis.Redis, key: str) -> list[float]:
+    """The scores of a limiter's sorted set: when each member stops counting, in seconds."""
+    members = cast(list[tuple[bytes, float]], await client.zrange(key, 0, -1, withscores=True))
+    return [score / 1e6 for _, score in members]
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 - the state changes in other tasks and processes
+            await asyncio.sleep(0.005)
+
+
+async def run_for(seconds: float, *callers: Any) -> None:
+    tasks = [asyncio.create_task(caller) for caller in callers]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def max_counted(leases: list[Lease], per: float) -> int:
+    """Most leases the server could count in one closed window of ``per`` seconds.
+
+    A request may be counted anywhere between its grant and its release, so a window can
+    catch it if it overlaps that interval.
+    """
+    return max(
+        sum(1 for start, end in leases if start <= window <= end + per) for window, _ in leases
+    )
+
+
+def throughput(leases: list[Lease], requests: int, per: float) -> float:
+    """Sustained starts per window as a fraction of ``requests``, from whole budgets only.
+
+    It measures the time from the first start to the start that opens the last full budget,
+    so the start-up burst and a cut-off tail do not flatter or spoil it.
+    """
+    starts = sorted(start for start, _ in leases)
+    budgets = (len(starts) - 1) // requests
+    return budgets * per / (starts[budgets * requests] - starts[0])
+
+
+def test_max_counted_catches_an_overlap() -> None:
+    leases = [(0.0, 0.1), (0.55, 0.6)]
+    assert max_counted(leases, 0.5) == 2
+    assert max_counted(leases, 0.4) == 1
+
+
+async def test_many_coroutines_keep_the_promise_and_share_the_turn(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    limiter = make_limiter()
+    leases: list[Lease] = []
+    await run_for(3.0, *(use_leases(limiter, redis, leases) for _ in range(30)))
+
+    assert max_counted(leases, PER) == N
+    assert throughput(leases, N, PER) >= 0.9
+    stats = limiter.stats
+    assert stats.started == len(leases) + stats.in_flight
+    # 30 waiting coroutines ask Redis about once per lease, not each one every time one frees.
+    assert stats.polls <= 2 * stats.started + 10
+
+
+def _skewed_worker(
+    url: str, offset: float, callers: int, seconds: float, barrier: Any, results: Any
+) -> None:
+    """A worker process whose wall and monotonic clocks (and so its event loop) are off."""
+    real_time, real_monotonic = time.time, time.monotonic
+    time.time = lambda: real_time() + offset
+    time.monotonic = lambda: real_monotonic() + offset
+
+    async def main() -> list[Lease]:
+        limiter = RedisRateLimiter.from_url(url, requests=N, per=PER).bind(ORIGIN)
+        clock = aioredis.Redis.from_url(url)
+        await limiter.check()
+        await asyncio.to_thread(barrier.wait, 20)
+        leases: list[Lease] = []
+        await run_for(seconds, *(use_leases(limiter, clock, leases) for _ in range(callers)))
+        await limiter.aclose()
+        await clock.aclose()
+        return leases
+
+    results.put(asyncio.run(main()))
+
+
+async def test_processes_with_skewed_clocks_share_one_budget(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    offsets = (-30.0, 0.0, 30.0)
+    barrier, results = ctx.Barrier(len(offsets)), ctx.Queue()
+    workers = [
+        ctx.Process(target=_skewed_worker, args=(redis_url, offset, 6, 3.0, barrier, results))
+        for offset in offsets
+    ]
+    for worker in workers:
+        worker.start()
+    per_worker = [await asyncio.to_thread(results.get, timeout=20) for _ in workers]
+    for worker in workers:
+        await asyncio.to_thread(worker.join, 5)
+        assert worker.exitcode == 0
+
+    leases = [lease for worker_leases in per_worker for lease in worker_leases]
+    assert all(worker_leases for worker_leases in per_worker)
+    assert max_counted(leases, PER) == N
+    assert throughput(leases, N, PER) >= 0.9
+
+
+async def test_a_block_from_one_worker_pauses_the_others(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    blocker, other = make_limiter(), make_limiter()
+    before = await redis_now(redis)
+    await blocker.block(0.6)
+    await blocker.block(0.1)  # shorter: must not shorten the first
+
+    left = await other.blocked_for()
+    assert 0.45 < left <= 0.6
+    leases: list[Lease] = []
+    await run_for(0.8, *(use_leases(other, redis, leases) for _ in range(3)))
+    assert leases
+    assert min(start for start, _ in leases) >= before + 0.6
+    assert await blocker.blocked_for() == 0.0
+
+
+async def test_block_rejects_negative_and_ignores_zero(make_limiter: Any) -> None:
+    limiter = make_limiter()
+    with pytest.raises(ValueError, match="non-negative"):
+        await limiter.block(-1.0)
+    await limiter.block(0.0)
+    assert await limiter.blocked_for() == 0.0
+
+
+PRIORITY_KEY = f"{{loyaltylayer:{ORIGIN}:443:default}}:priority"
+
+
+async def busy_batch(limiter: RedisRateLimiter, clock: aioredis.Redis) -> Any:
+    """Two leases: one held by a long request, one cycled by three callers; returns at once
+    after both were taken, so the cycled one frees in about one hold."""
+    normal: list[Lease] = []
+
+    async def long_request() -> None:
+        async with limiter.lease():
+            await asyncio.sleep(3.0)
+
+    tasks = [asyncio.create_task(long_request())]
+    tasks += [asyncio.create_task(use_leases(limiter, clock, normal)) for _ in range(3)]
+    await eventually(lambda: limiter.stats.started >= 2)
+    return tasks, normal
+
+
+async def test_priority_takes_the_next_free_lease_before_queued_calls(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    batch, token = make_limiter(requests=2), make_limiter(requests=2)
+    tasks, normal = await busy_batch(batch, redis)
+    asked = await redis_now(redis)
+    async with token.lease(priority=True):
+        granted = await redis_now(redis)
+    assert granted - asked >= HOLD - 0.05
+    assert all(start > granted for start, _ in normal if start > asked)
+    assert await redis.exists(PRIORITY_KEY) == 0
+
+    # With no priority request waiting, normal calls get the second lease back.
+    await eventually(lambda: any(start > granted for start, _ in normal))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_vanished_priority_waiter_holds_back_normal_calls_only_briefly(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    batch, token = make_limiter(requests=2), make_limiter(requests=2)
+    tasks, normal = await busy_batch(batch, redis)
+    asked = await redis_now(redis)
+
+    async def fetch_token() -> None:
+        async with token.lease(priority=True):
+            pass
+
+    waiter = asyncio.create_task(fetch_token())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    [claim_ends] = await expiries(redis, PRIORITY_KEY)
+    assert asked + HOLD < claim_ends <= asked + HOLD + 1.0 + 0.05
+
+    await eventually(lambda: any(start > asked for start, _ in normal))
+    first_after = min(start for start, _ in normal if start > asked)
+    assert claim_ends <= first_after <= claim_ends + 0.05
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _die_holding_a_lease(url: str, request_timeout: float) -> None:
+    async def main() -> None:
+        limiter = RedisRateLimiter.from_url(
+            url, requests=1, per=0.2, request_timeout=request_timeout
+        ).bind(ORIGIN)
+        async with limiter.lease():
+            os._exit(0)
+
+    asyncio.run(main())
+
+
+async def test_a_dead_workers_lease_expires_by_itself(
+    redis_url: str, make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    request_timeout = 0.3
+    before = await redis_now(redis)
+    dead = multiprocessing.get_context("spawn").Process(
+        target=_die_holding_a_lease, args=(redis_url, request_timeout)
+    )
+    dead.start()
+    await asyncio.to_thread(dead.join, 20)
+    assert dead.exitcode == 0
+    leases_key = f"{{loyaltylayer:{ORIGIN}:443:default}}:leases"
+    [expires] = await expiries(redis, leases_key)
+    ttl = RateLimit(requests=1, per=0.2).hold + request_timeout
+    assert expires >= before + ttl
+
+    survivor = make_limiter(requests=1, per=0.2, request_timeout=request_timeout)
+    async with survivor.lease():
+        granted = await redis_now(redis)
+    assert expires <= granted <= expires + 0.1
+
+
+async def test_a_request_that_outlives_its_lease_still_counts_after_it_ends(
+    make_limiter: Any, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    slow, other = (make_limiter(requests=1, per=0.2, request_timeout=0.05) for _ in range(2))
+    async with slow.lease():
+        await asyncio.sleep(0.4)  # past hold + request_timeout: the lease expired meanwhile
+        released = await redis_now(redis)
+    assert slow.stats.overran == 1
+    assert "outlived its lease" in caplog.text
+    async with other.lease():
+        granted = await redis_now(redis)
+    assert granted >= released + RateLimit(requests=1, per=0.2).hold
+
+
+async def test_keys_name_the_host_and_egress_and_are_not_left_behind(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    limiter = make_limiter(requests=2, per=0.2, egress_id="nat-a")
+    assert limiter.bind(ORIGIN + ":443/v1/") is limiter
+    with pytest.raises(ConfigurationError, match=r"paces https://api\.loyaltylayer\.test:443"):
+        limiter.bind("https://other.test")
+    async with limiter.lease():
+        pass
+    key = f"{{loyaltylayer:{ORIGIN}:443:nat-a}}:leases"
+    assert await redis.zcard(key) == 1
+    assert 0 < await redis.pttl(key) <= 1000 * (0.2 + 0.2 / 60) + 2
+    await asyncio.sleep(0.25)
+    assert await redis.exists(key) == 0
+
+
+async def test_unbound_limiter_says_what_to_call(redis_url: str) -> None:
+    limiter = RedisRateLimiter.from_url(redis_url)
+    with pytest.raises(ConfigurationError, match=r"bind\(origin\)"):
+        async with limiter.lease():
+            pass
+    await limiter.aclose()
+
+
+async def test_unreachable_redis_fails_clearly_without_the_password() -> None:
+    port = free_port()
+    limiter = RedisRateLimiter.from_url(f"redis://ops:s3cr3t-pw@127.0.0.1:{port}/2").bind(ORIGIN)
+    with pytest.raises(RedisUnavailableError) as check_error:
+        await limiter.check()
+    with pytest.raises(RedisUnavailableError) as lease_error:
+        async with limiter.lease():
+            pass
+    for error in (check_error.value, lease_error.value):
+        assert f"redis://127.0.0.1:{port}/2" in str(error)
+        assert "s3cr3t" not in str(error)
+        assert "s3cr3t" not in repr(error.__cause__)
+    await limiter.aclose()
+
+
+async def test_unreachable_redis_falls_back_to_a_share_of_the_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://:s3cr3t-pw@127.0.0.1:{free_port()}/0"
+    with pytest.raises(ConfigurationError, match="expected_workers"):
+        RedisRateLimiter.from_url(url, on_unavailable="local")
+    limiter = RedisRateLimiter.from_url(
+        url, requests=8, per=0.5, on_unavailable="local", expected_workers=4
+    ).bind(ORIGIN)
+    with caplog.at_level(logging.WARNING):
+        await limiter.check()
+    assert limiter.stats.local
+    assert "2 requests per 0.5 s" in caplog.text
+    assert "s3cr3t" not in caplog.text
+
+    for _ in range(2):
+        async with limiter.lease():
+            pass
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3), limiter.lease():
+            pass
+    await limiter.aclose()
