@@ -93,10 +93,14 @@ def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
         try:
             candidates.append(max(0.0, float(header)))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(header) if header.strip() else None
-            if parsed is not None:
-                candidates.append(max(0.0, parsed.timestamp() - time.time()))
-    return math.ceil(max(candidates)) if candidates else _DEFAULT_RETRY_AFTER
+            try:
+                when = email.utils.parsedate_to_datetime(header).timestamp()
+            except (TypeError, ValueError, OverflowError):
+                pass
+            else:
+                candidates.append(max(0.0, when - time.time()))
+    finite = [c for c in candidates if math.isfinite(c)]
+    return math.ceil(max(finite)) if finite else _DEFAULT_RETRY_AFTER
 
 
 def _retry_waits(base: float, cap: float) -> Generator[float, Any, None]:
