@@ -194,15 +194,14 @@ class _Job:
         flush_at = 0.0
         senders = asyncio.Semaphore(4)
         while True:
-            if batch and (
-                len(batch) == MAX_BATCH or self._nothing_more_coming() or loop.time() >= flush_at
-            ):
+            drained = self._nothing_more_coming() and self._ready.empty()
+            if batch and (len(batch) == MAX_BATCH or drained or loop.time() >= flush_at):
                 await senders.acquire()
                 self._sending += 1
                 group.create_task(self._send(batch, senders))
                 batch = []
                 continue
-            if not batch and self._nothing_more_coming() and self._ready.empty():
+            if not batch and drained:
                 return
             try:
                 timeout = max(0.0, flush_at - loop.time()) if batch else None

@@ -1,0 +1,208 @@
+"""The enrollment engine: full batches, one outcome per record, no second pass on a rerun."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from sdk_env import paths, running
+
+import loyaltylayer as ll
+from loyaltylayer.sandbox import Fault, SandboxConfig
+
+pytestmark = pytest.mark.looptime
+
+
+def rows(count: int, start: int = 0) -> list[dict[str, str]]:
+    return [
+        {
+            "card_number": "4242424242424242",
+            "card_expiry": "10/37",
+            "name_on_card": f"HOLDER {i}",
+            "cvv": "321",
+            "first_name": "Holder",
+            "last_name": f"N{i}",
+            "email": f"holder{i}@example.com",
+            "country": "gb",
+            "reference": f"ref-{i}",
+        }
+        for i in range(start, start + count)
+    ]
+
+
+class DictCheckpoint(ll.EnrollCheckpoint):
+    """What the CLI keeps in results.jsonl, kept in a dict."""
+
+    def __init__(self) -> None:
+        self.done: set[str] = set()
+        self.saved: dict[str, ll.PendingEnrollment] = {}
+
+    def is_done(self, key: str) -> bool:
+        return key in self.done
+
+    def pending(self, key: str) -> ll.PendingEnrollment | None:
+        return self.saved.get(key)
+
+    async def save_pending(self, pending: ll.PendingEnrollment) -> None:
+        self.saved[pending.key] = pending
+
+    def record(self, outcomes: list[ll.EnrollOutcome]) -> None:
+        self.done |= {o.key for o in outcomes if o.status in ("created", "skipped")}
+
+
+async def collect(client: ll.AsyncLoyaltyLayer, records: Any, **options: Any) -> list[ll.EnrollOutcome]:
+    return [outcome async for outcome in client.enroll(records, plan_id="pp-gold", **options)]
+
+
+async def test_enroll_packs_full_batches_and_reports_every_record() -> None:
+    bad = [
+        {**rows(1, 900)[0], "card_number": "4242424242424241", "reference": "bad-luhn"},
+        {**rows(1, 901)[0], "card_expiry": "01/21", "reference": "expired"},
+        {**rows(1, 902)[0], "email": "nope", "reference": "bad-email"},
+    ]
+    async with running() as (sandbox, client):
+        started = asyncio.get_running_loop().time()
+        outcomes = await collect(client, [*rows(120), *bad, *rows(130, 120)], job_id="job-1")
+        elapsed = asyncio.get_running_loop().time() - started
+        assert Counter(o.status for o in outcomes) == {"created": 250, "failed": 3}
+        assert sorted(o.index for o in outcomes) == list(range(253))
+        failures = {o.key: o.error.errors for o in outcomes if isinstance(o.error, ll.ValidationError)}
+        assert failures == {
+            "bad-luhn": {"card_number": "fails the Luhn check"},
+            "expired": {"card_expiry": "is in the past"},
+            "bad-email": {"email": "must be an email address"},
+        }
+        created = [o for o in outcomes if o.status == "created"]
+        assert all(isinstance(o.pass_, ll.PriorityPass) for o in created)
+        assert {o.pass_.reference for o in created if o.pass_} == {f"ref-{i}" for i in range(250)}
+        assert all(o.card == "**** 4242" and o.attempts == 2 for o in created)
+        journal = sandbox.journal()
+        assert Counter(e.path for e in journal) == {
+            "/auth/token": 1,
+            "/v1/card/encryption-keys": 1,
+            "/v1/card/tokenize": 250,
+            "/v1/pass/batch-create": 3,
+        }
+        assert sorted(e.batch_size or 0 for e in paths(journal, "/v1/pass/batch-create")) == [
+            50,
+            100,
+            100,
+        ]
+        assert [e for e in journal if e.status == 429] == []
+        assert len(sandbox.passes()) == 250
+        assert 2 * 61.0 <= elapsed <= 2 * 61.0 + 5.0
+
+
+async def test_idempotency_keys_are_deterministic_per_job_and_record() -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        first = await collect(client, rows(3), job_id="job-A")
+        keys = {o.key: o.idempotency_key for o in first}
+        assert keys == {
+            f"ref-{i}": ll._enroll_models.enrollment_key("job-A", "pp-gold", f"ref-{i}")
+            for i in range(3)
+        }
+        batch = paths(sandbox.journal(), "/v1/pass/batch-create")[0]
+        assert set(batch.item_keys or ()) == set(keys.values())
+
+
+async def test_rerun_skips_done_records() -> None:
+    checkpoint = DictCheckpoint()
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        first = await collect(client, rows(5), job_id="j", checkpoint=checkpoint)
+        checkpoint.record(first)
+        second = await collect(client, rows(7), job_id="j", checkpoint=checkpoint)
+        assert Counter(o.status for o in second) == {"skipped": 5, "created": 2}
+        assert len(sandbox.passes()) == 7
+
+
+async def test_a_lost_batch_reply_is_replayed_by_the_rerun_not_repeated() -> None:
+    checkpoint = DictCheckpoint()
+    config = SandboxConfig(rate_key="off")
+    async with running(config, max_retries=0) as (sandbox, client):
+        sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="commit_then_drop", times=1))
+        first = await collect(client, rows(40), job_id="j", checkpoint=checkpoint)
+        assert Counter(o.status for o in first) == {"failed": 40}
+        assert all(o.retryable and isinstance(o.error, ll.APIConnectionError) for o in first)
+        assert len(sandbox.passes()) == 40
+        checkpoint.record(first)
+        second = await collect(client, rows(40), job_id="j", checkpoint=checkpoint)
+        assert Counter(o.status for o in second) == {"created": 40}
+        assert all(o.replayed for o in second)
+        assert len(sandbox.passes()) == 40
+        assert len(paths(sandbox.journal(), "/v1/card/tokenize")) == 40
+
+
+async def test_a_rerun_with_expired_tokens_retokenizes_under_a_new_key() -> None:
+    checkpoint = DictCheckpoint()
+    config = SandboxConfig(rate_key="off", enrol_token_ttl=900.0)
+    async with running(config, max_retries=0) as (sandbox, client):
+        sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="reset", times=1))
+        first = await collect(client, rows(10), job_id="j", checkpoint=checkpoint)
+        assert Counter(o.status for o in first) == {"failed": 10}
+        assert sandbox.passes() == []
+        sandbox.clock.advance(1000.0)
+        second = await collect(client, rows(10), job_id="j", checkpoint=checkpoint)
+        assert Counter(o.status for o in second) == {"created": 10}
+        assert all(o.idempotency_key and o.idempotency_key.endswith(".2") for o in second)
+        assert len(sandbox.passes()) == 10
+        assert len(paths(sandbox.journal(), "/v1/card/tokenize")) == 20
+
+
+async def test_transient_faults_during_a_job_leave_no_duplicate_and_no_loss() -> None:
+    async with running(SandboxConfig(rate_key="off", seed=3), rate_limit=None) as (sandbox, client):
+        for status in (500, 502, 504):
+            sandbox.add_fault(Fault(route="*", kind="status", status=status, probability=0.04))
+        sandbox.add_fault(Fault(route="*", kind="reset", probability=0.03))
+        sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="commit_then_drop", times=2))
+        outcomes = await collect(client, rows(400), job_id="chaos", concurrency=16)
+        assert Counter(o.status for o in outcomes) == {"created": 400}
+        references = [p["reference"] for p in sandbox.passes()]
+        assert sorted(references) == sorted(f"ref-{i}" for i in range(400))
+
+
+async def test_an_abandoned_enrollment_stops_cleanly() -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        async for outcome in client.enroll(rows(300), plan_id="pp-gold", job_id="j"):
+            assert outcome.status == "created"
+            break
+        created = len(sandbox.passes())
+        await asyncio.sleep(5.0)
+        assert len(sandbox.passes()) == created
+        assert created in (100, 200, 300)
+
+
+async def test_enroll_accepts_records_and_async_sources() -> None:
+    async def source() -> Any:
+        for row in rows(3):
+            yield ll.EnrollRecord.from_row(row)
+
+    async with running(SandboxConfig(rate_key="off")) as (_, client):
+        outcomes = await collect(client, source())
+        assert Counter(o.status for o in outcomes) == {"created": 3}
+
+
+def test_from_row_collects_every_bad_column_without_values() -> None:
+    row = {"card_number": "1234", "card_expiry": "1/2", "cvv": "1", "email": "x", "phone": "12"}
+    with pytest.raises(ll.ValidationError) as excinfo:
+        ll.EnrollRecord.from_row(row)
+    assert excinfo.value.errors == {
+        "card_number": "must be 12 to 19 digits",
+        "card_expiry": "must be MM/YY",
+        "name_on_card": "must be 1 to 128 characters",
+        "cvv": "must be 3 or 4 digits",
+        "first_name": "must be 1 to 64 characters",
+        "last_name": "must be 1 to 64 characters",
+        "email": "must be an email address",
+        "phone": "must be an E.164 number such as +442071234567",
+    }
+
+
+def test_rows_without_reference_get_a_content_key_without_the_pan() -> None:
+    row = rows(1)[0] | {"reference": ""}
+    record = ll.EnrollRecord.from_row(row)
+    assert record.key.startswith("row_")
+    assert record.key == ll.EnrollRecord.from_row(dict(row)).key
+    other = ll.EnrollRecord.from_row(row | {"email": "other@example.com"})
+    assert other.key != record.key
