@@ -28,7 +28,7 @@ class IssuedToken:
 
 
 class TokenManager:
-    """Owns the client's bearer token. ``fetch`` performs the token request (through the pipeline)."""
+    """Owns the client's bearer token; ``fetch`` makes the token request through the pipeline."""
 
     def __init__(
         self,

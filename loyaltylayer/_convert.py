@@ -15,10 +15,9 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, IterableValidationError
-from cattrs.v import format_exception
-from cattrs.errors import CattrsError
+from cattrs.errors import CattrsError, ClassValidationError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.v import format_exception
 
 from ._errors import UnexpectedResponseError
 from ._models import (
@@ -107,16 +106,17 @@ def _keeping_extra(cls: type[T]) -> Callable[[Any, type[T]], T]:
 for _model in (Holder, EncryptionKey, EncryptionKeySet, CardToken, *PASS_TYPES.values()):
     converter.register_structure_hook(_model, _keeping_extra(_model))
 
-_omit_none = {"_cattrs_omit_if_default": True}
 converter.register_unstructure_hook(
-    Holder, make_dict_unstructure_fn(Holder, converter, extra=override(omit=True), **_omit_none)
+    Holder,
+    make_dict_unstructure_fn(
+        Holder, converter, _cattrs_omit_if_default=True, extra=override(omit=True)
+    ),
 )
-converter.register_unstructure_hook(
-    HolderUpdate, make_dict_unstructure_fn(HolderUpdate, converter, **_omit_none)
-)
-converter.register_unstructure_hook(
-    PassRequest, make_dict_unstructure_fn(PassRequest, converter, **_omit_none)
-)
+for _request_model in (HolderUpdate, PassRequest):
+    converter.register_unstructure_hook(
+        _request_model,
+        make_dict_unstructure_fn(_request_model, converter, _cattrs_omit_if_default=True),
+    )
 
 
 def _format(exc: BaseException, typ: Any) -> str:
@@ -155,15 +155,17 @@ def structure_pass(data: Any, *, replayed: bool, **context: Any) -> Pass:
         )
     kind = data.get("type")
     cls = PASS_TYPES.get(kind) if isinstance(kind, str) else None
-    meta = {"idempotency_key": context.get("idempotency_key"), "replayed": replayed}
+    idempotency_key = context.get("idempotency_key")
     if cls is not None:
         parsed = structure(data, cls, **context)
-        return attrs.evolve(parsed, **meta)
+        return attrs.evolve(parsed, idempotency_key=idempotency_key, replayed=replayed)
     common = {a.name for a in attrs.fields(Pass)} - _CLIENT_SIDE
     known = {k: v for k, v in data.items() if k in common}
     known["type"] = kind if isinstance(kind, str) else ""
     unknown = structure(known, Pass, **context)
-    return UnknownPass(**attrs.asdict(unknown, recurse=False) | meta, raw=dict(data))
+    common_fields = attrs.asdict(unknown, recurse=False)
+    common_fields.update(idempotency_key=idempotency_key, replayed=replayed, raw=dict(data))
+    return UnknownPass(**common_fields)
 
 
 def unstructure(value: Any) -> Any:

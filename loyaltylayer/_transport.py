@@ -123,7 +123,9 @@ def _retry_waits(base: float, cap: float) -> Generator[float, Any, None]:
         error = yield wait
 
 
-def _give_up(error: LoyaltyLayerError) -> bool:
+def _give_up(error: Exception) -> bool:
+    if not isinstance(error, LoyaltyLayerError):
+        return True
     return not error.retryable or error.retries_exhausted
 
 
@@ -293,7 +295,11 @@ class Transport:
                 path="/auth/token",
                 correlation_id=response.correlation_id,
             )
-        if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+        if (
+            not isinstance(expires_in, int | float)
+            or isinstance(expires_in, bool)
+            or expires_in <= 0
+        ):
             expires_in = 1800
         return IssuedToken(access_token=token, expires_in=float(expires_in))
 

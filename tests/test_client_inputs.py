@@ -44,7 +44,10 @@ def test_bad_card_names_the_field_without_the_value(
 def test_card_repr_masks_pan_and_hides_cvv() -> None:
     c = card("4111 1111 1111 1111", cvv="987")
     assert c.number == PAN
-    assert repr(c) == "Card(number='**** **** **** 1111', expiry='12/39', name='ADA LOVELACE', cvv='***')"
+    assert (
+        repr(c)
+        == "Card(number='**** **** **** 1111', expiry='12/39', name='ADA LOVELACE', cvv='***')"
+    )
     assert c.masked == "**** 1111"
     assert c.card_type == "VISA"
 
@@ -83,7 +86,9 @@ async def test_invalid_calls_send_nothing() -> None:
                 plan_id="pp-gold", holder=holder(), metadata={str(i): "v" for i in range(21)}
             ),
             lambda: client.passes.create(
-                plan_id="pp-gold", holder=holder(), metadata={"k": 1}  # type: ignore[dict-item]
+                plan_id="pp-gold",
+                holder=holder(),
+                metadata={"k": 1},  # type: ignore[dict-item]
             ),
             lambda: client.passes.create(plan_id="pp-gold", holder=holder(), idempotency_key="é"),
             lambda: client.passes.status(""),

@@ -39,7 +39,10 @@ async def test_commit_then_drop_ends_with_one_pass_replayed() -> None:
         created = await client.passes.create(plan_id="esim-5gb", holder=holder())
         assert created.replayed is True
         creates = paths(sandbox.journal(), "/v1/pass/create")
-        assert [(e.fault, e.replayed) for e in creates] == [("commit_then_drop", False), (None, True)]
+        assert [(e.fault, e.replayed) for e in creates] == [
+            ("commit_then_drop", False),
+            (None, True),
+        ]
         assert [p["pass_id"] for p in sandbox.passes()] == [created.pass_id]
 
 
@@ -113,7 +116,9 @@ async def test_a_thousand_concurrent_calls_fetch_one_token() -> None:
         created = await client.passes.create(plan_id="esim-5gb", holder=holder())
         sandbox.clear_journal()
         client._transport._auth._token = None
-        results = await asyncio.gather(*(client.passes.status(created.pass_id) for _ in range(1000)))
+        results = await asyncio.gather(
+            *(client.passes.status(created.pass_id) for _ in range(1000))
+        )
         assert {r.pass_id for r in results} == {created.pass_id}
         assert len(paths(sandbox.journal(), "/auth/token")) == 1
         assert len(paths(sandbox.journal(), "/v1/pass/status")) == 1000
@@ -228,7 +233,10 @@ async def test_tokenize_idempotency_key_is_sent_and_replayed() -> None:
         token = await client.cards.tokenize(card(), plan_id="pp-gold", idempotency_key="tok-1")
         assert token.card_last4 == "1111"
         sent = paths(sandbox.journal(), "/v1/card/tokenize")
-        assert [(e.idempotency_key, e.replayed) for e in sent] == [("tok-1", False), ("tok-1", True)]
+        assert [(e.idempotency_key, e.replayed) for e in sent] == [
+            ("tok-1", False),
+            ("tok-1", True),
+        ]
         created = await client.passes.create(
             plan_id="pp-gold", enrol_token=token.enrol_token, holder=holder()
         )

@@ -19,7 +19,10 @@ async def test_tokenize_then_create_a_priority_pass() -> None:
         assert (token.card_type, token.card_last4) == ("VISA", "1111")
         assert token.expires_at > dt.datetime.now(dt.UTC)
         created = await client.passes.create(
-            plan_id="pp-gold", enrol_token=token.enrol_token, holder=holder(), reference="ref-1",
+            plan_id="pp-gold",
+            enrol_token=token.enrol_token,
+            holder=holder(),
+            reference="ref-1",
             metadata={"branch": "north"},
         )
         assert isinstance(created, ll.PriorityPass)
@@ -27,9 +30,12 @@ async def test_tokenize_then_create_a_priority_pass() -> None:
         assert created.plan_id == "pp-gold"
         assert created.reference == "ref-1"
         assert created.metadata == {"branch": "north"}
-        assert created.holder is not None and created.holder.email == "ada@example.com"
-        assert created.membership_number and created.dmc_qr_data
-        assert created.idempotency_key is not None and created.idempotency_key.startswith("ll_")
+        assert created.holder is not None
+        assert created.holder.email == "ada@example.com"
+        assert created.membership_number
+        assert created.dmc_qr_data
+        assert created.idempotency_key is not None
+        assert created.idempotency_key.startswith("ll_")
         assert created.replayed is False
         stored = sandbox.passes(client_id=CLIENT_ID)
         assert [p["pass_id"] for p in stored] == [created.pass_id]
@@ -70,7 +76,8 @@ async def test_status_update_cancel_and_cancel_again() -> None:
         updated = await client.passes.update(
             created.pass_id, holder=ll.HolderUpdate(email="new@example.com"), reference="ref-2"
         )
-        assert updated.holder is not None and updated.holder.email == "new@example.com"
+        assert updated.holder is not None
+        assert updated.holder.email == "new@example.com"
         assert updated.holder.first_name == "Ada"
         assert updated.reference == "ref-2"
         cancelled = await client.passes.cancel(created.pass_id, reason="card closed")
@@ -98,14 +105,17 @@ async def test_unknown_pass_id_is_not_found_with_the_guides_body() -> None:
         sent = paths(sandbox.journal(), "/v1/pass/status")
         assert len(sent) == 1
         assert error.correlation_id == sent[0].correlation_id
-        assert error.correlation_id is not None and error.correlation_id.startswith("ll-")
+        assert error.correlation_id is not None
+        assert error.correlation_id.startswith("ll-")
         assert error.body["code"] == 404
 
 
 async def test_spent_enrol_token_is_refused_with_the_guides_text() -> None:
     async with running() as (_, client):
         token = await client.cards.tokenize(card(), plan_id="pp-gold")
-        await client.passes.create(plan_id="pp-gold", enrol_token=token.enrol_token, holder=holder())
+        await client.passes.create(
+            plan_id="pp-gold", enrol_token=token.enrol_token, holder=holder()
+        )
         with pytest.raises(ll.BadRequestError) as excinfo:
             await client.passes.create(
                 plan_id="pp-gold", enrol_token=token.enrol_token, holder=holder()
@@ -139,7 +149,8 @@ async def test_encryption_keys_are_a_jwk_set() -> None:
         assert len(keys.keys) == 1
         key = keys.keys[0]
         assert (key.kty, key.use, key.alg) == ("RSA", "enc", "RSA-OAEP-256")
-        assert key.kid and key.expires_at is not None
+        assert key.kid
+        assert key.expires_at is not None
 
 
 async def test_key_rotation_refetches_keys_once() -> None:
@@ -197,7 +208,8 @@ async def test_batch_create_any_length_in_input_order_with_partial_failure() -> 
         assert [item.index for item in result.items] == list(range(230))
         assert [item.ok for item in result.items] == [True] * 4 + [False] * 226
         for item in result.created:
-            assert item.pass_ is not None and item.pass_.reference == f"r{item.index}"
+            assert item.pass_ is not None
+            assert item.pass_.reference == f"r{item.index}"
         failure = result.failed[0].error
         assert isinstance(failure, ll.BadRequestError)
         assert failure.error == "invalid_enrol_token"
@@ -215,7 +227,10 @@ async def test_many_clients_of_one_host_share_one_limiter() -> None:
         async with ll.AsyncLoyaltyLayer(CLIENT_ID, "sandbox-secret", sandbox.base_url) as second:
             assert first.limiter is second.limiter
         async with ll.AsyncLoyaltyLayer(
-            CLIENT_ID, "sandbox-secret", sandbox.base_url, rate_limit=ll.RateLimit(requests=5, per=1.0)
+            CLIENT_ID,
+            "sandbox-secret",
+            sandbox.base_url,
+            rate_limit=ll.RateLimit(requests=5, per=1.0),
         ) as third:
             assert third.limiter is not first.limiter
 

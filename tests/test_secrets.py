@@ -1,4 +1,4 @@
-"""Canary test: a known PAN, CVV, client secret and access token never reach a log, repr or error."""
+"""Canary: a known PAN, CVV, client secret and access token never reach a log, repr or error."""
 
 from __future__ import annotations
 
@@ -51,9 +51,18 @@ async def test_no_secret_in_logs_reprs_errors_or_journal(caplog: pytest.LogCaptu
             outcomes = [
                 o
                 async for o in client.enroll(
-                    [{"card_number": PAN, "card_expiry": "11/38", "name_on_card": "G", "cvv": CVV,
-                      "first_name": "G", "last_name": "H", "email": "g@example.com"},
-                     {"card_number": PAN[:-1] + "0", "cvv": CVV}],
+                    [
+                        {
+                            "card_number": PAN,
+                            "card_expiry": "11/38",
+                            "name_on_card": "G",
+                            "cvv": CVV,
+                            "first_name": "G",
+                            "last_name": "H",
+                            "email": "g@example.com",
+                        },
+                        {"card_number": PAN[:-1] + "0", "cvv": CVV},
+                    ],
                     plan_id="pp-gold",
                 )
             ]
@@ -66,7 +75,8 @@ async def test_no_secret_in_logs_reprs_errors_or_journal(caplog: pytest.LogCaptu
     texts.append(caplog.text)
     texts += [str(record.args) for record in caplog.records]
     everything = "\n".join(texts)
-    assert "DEBUG" in caplog.text and "/v1/pass/create -> 200" in caplog.text
+    assert "DEBUG" in caplog.text
+    assert "/v1/pass/create -> 200" in caplog.text
     for canary in (PAN, SECRET, access_token, token.enrol_token):
         assert canary not in everything
     # Four digits can occur inside random ids and timestamps; standing alone they would be the CVV.

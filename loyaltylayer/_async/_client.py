@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import aclosing
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
 

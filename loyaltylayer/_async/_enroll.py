@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 
 import attrs
 
@@ -32,7 +32,9 @@ from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["run_enrollment"]
 
-RecordSource = Iterable[EnrollRecord | Mapping[str, str]] | AsyncIterable[EnrollRecord | Mapping[str, str]]
+RecordSource = (
+    Iterable[EnrollRecord | Mapping[str, str]] | AsyncIterable[EnrollRecord | Mapping[str, str]]
+)
 
 _WAKE = object()
 _TOKEN_SAFETY = dt.timedelta(seconds=60)
@@ -285,7 +287,7 @@ async def run_enrollment(
     checkpoint: EnrollCheckpoint,
     concurrency: int,
     max_wait: float,
-) -> AsyncIterator[EnrollOutcome]:
+) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
     job = _Job(
         cards,

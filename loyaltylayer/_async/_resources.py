@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from joserfc.jwk import RSAKey
@@ -111,7 +112,9 @@ class AsyncCards:
         except BadRequestError as error:
             if error.error != "invalid_encryption_key":
                 raise
-        return await self._tokenize_once(card, plan_id, card_type, f"{key}.rekeyed", refresh_keys=True)
+        return await self._tokenize_once(
+            card, plan_id, card_type, f"{key}.rekeyed", refresh_keys=True
+        )
 
     async def _tokenize_once(
         self, card: Card, plan_id: str, card_type: str | None, key: str, *, refresh_keys: bool
@@ -197,7 +200,9 @@ class AsyncPasses:
         _require_valid(errors)
         keys = [item.idempotency_key or new_idempotency_key() for item in items]
         size = _rules.MAX_BATCH
-        chunks = [range(start, min(start + size, len(items))) for start in range(0, len(items), size)]
+        chunks = [
+            range(start, min(start + size, len(items))) for start in range(0, len(items), size)
+        ]
         results = await asyncio.gather(*(self._send_chunk(items, keys, chunk) for chunk in chunks))
         return BatchResult(items=[item for chunk_items in results for item in chunk_items])
 
@@ -236,27 +241,29 @@ class AsyncPasses:
         for position, index in enumerate(chunk):
             result = by_index.get(position)
             item_context = context | {"idempotency_key": keys[index]}
-            common = {"index": index, "request": items[index], "idempotency_key": keys[index]}
+            item = partial(
+                BatchItem, index=index, request=items[index], idempotency_key=keys[index]
+            )
             if result is None:
-                error: LoyaltyLayerError = UnexpectedResponseError(
+                missing = UnexpectedResponseError(
                     f"batch reply has no result for item {position}", **item_context
                 )
-                out.append(BatchItem(**common, error=error))
+                out.append(item(error=missing))
             elif result.get("status") == "created":
                 replayed = result.get("replayed") is True
                 try:
                     created = structure_pass(result.get("pass"), replayed=replayed, **item_context)
                 except LoyaltyLayerError as bad_reply:
-                    out.append(BatchItem(**common, error=bad_reply))
+                    out.append(item(error=bad_reply))
                 else:
-                    out.append(BatchItem(**common, pass_=created, replayed=replayed))
+                    out.append(item(pass_=created, replayed=replayed))
             else:
                 body = result.get("error")
                 body = body if isinstance(body, Mapping) else {}
                 code = body.get("code")
                 item_context.pop("status")
-                error = status_error(code if isinstance(code, int) else 400, body, **item_context)
-                out.append(BatchItem(**common, error=error))
+                status = code if isinstance(code, int) else 400
+                out.append(item(error=status_error(status, body, **item_context)))
         return out
 
     async def status(self, pass_id: str) -> Pass:
