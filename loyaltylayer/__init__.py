@@ -57,6 +57,7 @@ from ._models import (
     UnknownPass,
 )
 from ._ratelimit import Limiter, RateLimit
+from ._sync import Cards, LoyaltyLayer, Passes
 from ._tokencache import TokenCache
 from ._version import __version__
 
@@ -77,6 +78,7 @@ __all__ = [
     "BatchItem",
     "BatchResult",
     "Card",
+    "Cards",
     "CardToken",
     "ClientClosedError",
     "ConfigurationError",
@@ -92,11 +94,13 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "Limiter",
     "LoungeKeyPass",
+    "LoyaltyLayer",
     "LoyaltyLayerError",
     "NotFoundError",
     "Pass",
     "PassRequest",
     "PassStatus",
+    "Passes",
     "PendingEnrollment",
     "PriorityPass",
     "ProviderTimeoutError",

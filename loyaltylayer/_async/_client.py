@@ -35,13 +35,13 @@ DEFAULT_RATE_LIMIT = RateLimit(requests=100, per=60.0)
 
 
 class AsyncLoyaltyLayer:
-    """An asyncio client for the LoyaltyLayer API.
+    """A client for the LoyaltyLayer API.
 
     One request pipeline serves every call: the access token (fetched once, refreshed early),
     the rate limiter (100 requests per 60 s by default, shared by every client of this process
     that talks to the same host), retries with backoff, and typed errors. Nothing tied to an
     event loop is made here: the HTTP session is opened by the first request, on its loop.
-    Use it as ``async with AsyncLoyaltyLayer(...) as client:`` or call :meth:`close`.
+    Use it as a context manager, or call :meth:`close` when done.
     """
 
     def __init__(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 if TYPE_CHECKING:
+    from loyaltylayer import AsyncLoyaltyLayer, LoyaltyLayer
     from loyaltylayer.sandbox import Sandbox, SandboxConfig, SandboxThread
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -55,3 +56,30 @@ def loyaltylayer_sandbox_thread(
 
     with SandboxThread(loyaltylayer_sandbox_config) as sandbox:
         yield sandbox
+
+
+def _demo_credentials(config: SandboxConfig) -> tuple[str, str]:
+    client_id, client_secret = next(iter(config.clients.items()))
+    return client_id, client_secret
+
+
+@_async_fixture
+async def loyaltylayer_async_client(
+    loyaltylayer_sandbox: Sandbox,
+) -> AsyncIterator[AsyncLoyaltyLayer]:
+    """An ``AsyncLoyaltyLayer`` signed in to ``loyaltylayer_sandbox`` as its first client."""
+    from loyaltylayer import AsyncLoyaltyLayer
+
+    client_id, client_secret = _demo_credentials(loyaltylayer_sandbox.config)
+    async with AsyncLoyaltyLayer(client_id, client_secret, loyaltylayer_sandbox.base_url) as client:
+        yield client
+
+
+@pytest.fixture
+def loyaltylayer_client(loyaltylayer_sandbox_thread: SandboxThread) -> Iterator[LoyaltyLayer]:
+    """A synchronous ``LoyaltyLayer`` signed in to ``loyaltylayer_sandbox_thread``."""
+    from loyaltylayer import LoyaltyLayer
+
+    client_id, client_secret = _demo_credentials(loyaltylayer_sandbox_thread.config)
+    with LoyaltyLayer(client_id, client_secret, loyaltylayer_sandbox_thread.base_url) as client:
+        yield client

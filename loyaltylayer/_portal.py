@@ -1,0 +1,444 @@
+"""The portal: how the generated sync classes run async code.
+
+Every sync call, from any thread, runs on one event loop that lives on one daemon thread per
+process (``loyaltylayer-io``). aiohttp sessions belong to the loop that made them, so hopping
+between loops (``asyncio.run`` per call, a loop per thread) is exactly what this module avoids.
+
+* ``call`` runs one coroutine function as one task and hands back its result, or the very
+  exception object it raised.
+* ``iterate`` and ``context`` give each sync iterator or ``with`` block one *driver task* that
+  owns the async generator or context manager for its whole life, so ``asyncio.timeout`` and task
+  groups that span a ``yield`` behave as they do in async code.
+* At exit the live clients are closed on the loop, leftover tasks are cancelled and the loop is
+  closed, so nothing prints "Unclosed client session" or "Event loop is closed".
+* After ``fork`` the child starts a fresh portal on first use; what it inherited is kept
+  referenced and never closed there, because the parent still owns those sockets and selector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import contextvars
+import os
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
+
+__all__ = [
+    "SyncInAsyncWarning",
+    "call",
+    "context",
+    "iterate",
+    "shutdown_portal",
+    "track",
+]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+THREAD_NAME: Final = "loyaltylayer-io"
+
+# Waiting in slices keeps Ctrl-C responsive on platforms where a blocking wait is not interruptible.
+_POLL_INTERVAL: Final = 0.1
+# How long an interrupted caller waits for its task to finish cancelling before re-raising.
+_CANCEL_GRACE: Final = 5.0
+# How long shutdown gives live clients to close, and the loop thread to stop.
+_CLOSE_TIMEOUT: Final = 5.0
+
+
+class SyncInAsyncWarning(RuntimeWarning):
+    """A sync method was called from a thread that is running an event loop.
+
+    The call still works (it runs on the portal's loop), but it blocks the caller's loop for its
+    whole duration; inside async code, use ``AsyncLoyaltyLayer`` with ``await`` instead.
+    Make it an error with ``warnings.simplefilter("error", SyncInAsyncWarning)``.
+    """
+
+
+class Closeable(Protocol):
+    """What the portal closes at exit: an async client."""
+
+    async def close(self) -> None: ...
+
+
+class _Runtime:
+    """One event loop running forever on one daemon thread, with its own default executor."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        # Owning the executor means shutdown never has to start a thread (which fails at
+        # interpreter exit on some Python versions).
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            thread_name_prefix=f"{THREAD_NAME}-executor"
+        )
+        self.loop.set_default_executor(self.executor)
+        self.thread = threading.Thread(target=self.loop.run_forever, name=THREAD_NAME, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Close tracked clients, cancel what is left, stop and close the loop (idempotent)."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
+        done = asyncio.run_coroutine_threadsafe(_drain(), self.loop)
+        with contextlib.suppress(BaseException):
+            done.result(timeout=2 * _CLOSE_TIMEOUT)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(_CLOSE_TIMEOUT)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+_lock = threading.Lock()
+_runtime: _Runtime | None = None
+_clients: weakref.WeakSet[Closeable] = weakref.WeakSet()
+# What a forked child inherited: referenced forever, never closed or collected in the child.
+_graveyard: list[object] = []
+_warned_in_async = False
+
+
+def track(client: Closeable) -> None:
+    """Close ``client`` on the portal loop when the process exits or the portal shuts down."""
+    _clients.add(client)
+
+
+def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run ``fn(*args, **kwargs)`` as a task on the portal loop and return its result.
+
+    The caller's contextvars are visible in the task. An exception is re-raised as the same
+    object the coroutine raised. Ctrl-C (or any ``BaseException`` while waiting) cancels the task,
+    waits briefly for it to finish cancelling, then propagates.
+    """
+    loop = _loop_for_caller()
+    outcome: concurrent.futures.Future[_T] = concurrent.futures.Future()
+    task: asyncio.Task[_T] | None = None
+    cancelled = False
+
+    def start() -> None:
+        nonlocal task
+        if cancelled:
+            outcome.set_exception(asyncio.CancelledError())
+            return
+        try:
+            task = loop.create_task(fn(*args, **kwargs))
+        except BaseException as exc:
+            outcome.set_exception(exc)
+            return
+        task.add_done_callback(lambda done: _settle(done, outcome))
+
+    def cancel() -> None:
+        nonlocal cancelled
+        cancelled = True
+        if task is not None:
+            task.cancel()
+
+    # The handle runs `start` in a copy of the caller's context, and the task copies it again.
+    loop.call_soon_threadsafe(start, context=contextvars.copy_context())
+    return _wait(outcome, loop, cancel, lambda: concurrent.futures.wait((outcome,), _CANCEL_GRACE))
+
+
+def iterate(
+    fn: Callable[_P, AsyncIterator[_T]], /, *args: _P.args, **kwargs: _P.kwargs
+) -> Iterator[_T]:
+    """Iterate ``fn(*args, **kwargs)`` from sync code, driven by one task on the portal loop.
+
+    Leaving the loop early (``break``, an exception, or garbage collection of the iterator)
+    closes the async iterator on the loop, so its ``finally`` blocks run.
+    """
+    channel = _Channel(_loop_for_caller(), _serve_iterator, lambda: fn(*args, **kwargs))
+    try:
+        while True:
+            item = channel.request(_NEXT)
+            if item is _END:
+                return
+            yield item
+    finally:
+        channel.close()
+
+
+@contextlib.contextmanager
+def context(
+    fn: Callable[_P, AbstractAsyncContextManager[_T]], /, *args: _P.args, **kwargs: _P.kwargs
+) -> Iterator[_T]:
+    """Use the async context manager ``fn(*args, **kwargs)`` in a ``with`` block.
+
+    ``__aenter__`` and ``__aexit__`` run in one task, which waits between them; an exception from
+    the block reaches ``__aexit__`` and is suppressed only if ``__aexit__`` says so.
+    """
+    channel = _Channel(_loop_for_caller(), _serve_context, lambda: fn(*args, **kwargs))
+    try:
+        value = channel.request(_ENTER)
+        try:
+            yield value
+        except BaseException as exc:
+            if not channel.request((type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            channel.request((None, None, None))
+    finally:
+        channel.close()
+
+
+def shutdown_portal() -> None:
+    """Close tracked clients and stop the portal's loop and thread now.
+
+    For pre-fork servers (gunicorn ``--preload``): call it in the parent before forking so the
+    workers inherit no loop thread and no open connections. Clients it closed stay closed; a later
+    sync call starts a fresh portal. Also runs at interpreter exit.
+    """
+    global _runtime
+    with _lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.close()
+
+
+def _loop_for_caller() -> asyncio.AbstractEventLoop:
+    """The portal loop, started on first use; refuses callers that would deadlock it."""
+    global _runtime, _warned_in_async
+    runtime = _runtime
+    if runtime is not None and threading.current_thread() is runtime.thread:
+        raise RuntimeError(
+            "a loyaltylayer sync method was called on the portal's own event loop thread, where it "
+            "would wait for itself forever; use AsyncLoyaltyLayer with await there"
+        )
+    if not _warned_in_async and _in_running_loop() and "ipykernel" not in sys.modules:
+        warnings.warn(
+            "a loyaltylayer sync method was called from a running event loop; it blocks that "
+            "loop until the call returns (use AsyncLoyaltyLayer with await instead)",
+            SyncInAsyncWarning,
+            stacklevel=4,
+        )
+        _warned_in_async = True
+    if runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = _Runtime()
+            runtime = _runtime
+    return runtime.loop
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _settle(task: asyncio.Task[_T], outcome: concurrent.futures.Future[_T]) -> None:
+    try:
+        result = task.result()
+    except BaseException as exc:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(result)
+
+
+def _wait(
+    outcome: concurrent.futures.Future[_T],
+    loop: asyncio.AbstractEventLoop,
+    cancel: Callable[[], None],
+    grace: Callable[[], object],
+) -> _T:
+    """Block until ``outcome`` is settled; on Ctrl-C cancel the work, wait ``grace``, re-raise."""
+    try:
+        while True:
+            try:
+                # `exception()` *returns* an exception the coroutine raised (even a TimeoutError)
+                # and *raises* TimeoutError only when this wait times out.
+                outcome.exception(timeout=_POLL_INTERVAL)
+            except TimeoutError:
+                continue
+            return outcome.result()
+    except BaseException:
+        if not outcome.done():
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(cancel)
+                grace()
+        raise
+
+
+_NEXT: Final = object()
+_ENTER: Final = object()
+_STOP: Final = object()
+_END: Any = object()
+
+_Request = tuple[object, concurrent.futures.Future[Any]]
+_ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+
+class _Channel:
+    """One driver task on the portal loop that serves one sync caller's requests in order.
+
+    ``serve(channel, subject)`` takes requests with ``await channel.receive()`` and settles every
+    reply it takes; the subject (an async iterator or context manager) is made on the loop.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        serve: Callable[[_Channel, Any], Coroutine[Any, Any, None]],
+        make: Callable[[], object],
+    ) -> None:
+        self._loop = loop
+        self._inbox: asyncio.Queue[_Request] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._finished = threading.Event()
+        loop.call_soon_threadsafe(self._start, serve, make, context=contextvars.copy_context())
+
+    def _start(
+        self,
+        serve: Callable[[_Channel, Any], Coroutine[Any, Any, None]],
+        make: Callable[[], object],
+    ) -> None:
+        async def drive() -> None:
+            await serve(self, make())
+
+        self._task = self._loop.create_task(drive())
+        self._task.add_done_callback(self._on_done)
+
+    async def receive(self) -> _Request:
+        return await self._inbox.get()
+
+    def request(self, command: object) -> Any:
+        reply: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._deliver, command, reply)
+        return _wait(reply, self._loop, self._cancel, lambda: self._finished.wait(_CANCEL_GRACE))
+
+    def close(self) -> None:
+        """End the driver task (closing its subject); wait for that unless waiting could hang."""
+        if self._finished.is_set() or self._loop.is_closed():
+            return
+        reply: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, _STOP, reply)
+        except RuntimeError:  # the loop closed meanwhile: shutdown already closed the subject
+            return
+        runtime = _runtime
+        on_loop_thread = runtime is not None and threading.current_thread() is runtime.thread
+        if not on_loop_thread and not sys.is_finalizing():
+            concurrent.futures.wait((reply,), _CLOSE_TIMEOUT)
+
+    def _deliver(self, command: object, reply: concurrent.futures.Future[Any]) -> None:
+        if self._task is not None and not self._task.done():
+            self._inbox.put_nowait((command, reply))
+        elif command is _STOP:
+            reply.set_result(None)
+        else:
+            reply.set_exception(
+                RuntimeError("this iterator or context manager has already finished")
+            )
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        self._fail_pending(error or RuntimeError("the driver task ended"))
+        self._finished.set()
+
+    def _fail_pending(self, error: BaseException) -> None:
+        while not self._inbox.empty():
+            command, reply = self._inbox.get_nowait()
+            if command is _STOP:
+                reply.set_result(None)
+            else:
+                reply.set_exception(error)
+
+
+async def _serve_iterator(channel: _Channel, iterator: AsyncIterator[Any]) -> None:
+    stop_reply: concurrent.futures.Future[Any] | None = None
+    try:
+        while True:
+            command, reply = await channel.receive()
+            if command is _STOP:
+                stop_reply = reply
+                return
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                reply.set_result(_END)
+                return
+            except BaseException as exc:
+                reply.set_exception(exc)
+                raise
+            reply.set_result(item)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            if stop_reply is not None:
+                stop_reply.set_result(None)
+
+
+async def _serve_context(channel: _Channel, manager: AbstractAsyncContextManager[Any]) -> None:
+    _, reply = await channel.receive()
+    try:
+        value = await manager.__aenter__()
+    except BaseException as exc:
+        reply.set_exception(exc)
+        raise
+    reply.set_result(value)
+    try:
+        command, reply = await channel.receive()
+    except BaseException as exc:  # cancelled at shutdown while the block was still running
+        await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    exc_info: _ExcInfo = (None, None, None) if command is _STOP else command  # type: ignore[assignment]
+    try:
+        suppress = await manager.__aexit__(*exc_info)
+    except BaseException as exc:
+        reply.set_exception(exc)
+        raise
+    reply.set_result(None if command is _STOP else bool(suppress))
+
+
+async def _drain() -> None:
+    """On the portal loop at shutdown: close tracked clients, then cancel whatever is left."""
+    clients = list(_clients)
+    _clients.clear()
+    closing = asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closing, _CLOSE_TIMEOUT)
+    await asyncio.sleep(0)  # let transports see their connections closed
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=_CLOSE_TIMEOUT)
+    await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+def _before_fork() -> None:
+    _lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _runtime
+    _lock = threading.Lock()
+    if _runtime is not None:
+        _graveyard.append(_runtime)
+        _runtime = None
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
+atexit.register(shutdown_portal)
