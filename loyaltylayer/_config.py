@@ -8,7 +8,15 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["ENV_AUTH_URL", "ENV_BASE_URL", "ENV_CLIENT_ID", "ENV_CLIENT_SECRET", "ENV_REDIS_URL", "check_url", "env"]
+__all__ = [
+    "ENV_AUTH_URL",
+    "ENV_BASE_URL",
+    "ENV_CLIENT_ID",
+    "ENV_CLIENT_SECRET",
+    "ENV_REDIS_URL",
+    "check_url",
+    "env",
+]
 
 ENV_CLIENT_ID = "LOYALTYLAYER_CLIENT_ID"
 ENV_CLIENT_SECRET = "LOYALTYLAYER_CLIENT_SECRET"
@@ -22,13 +30,17 @@ def env(name: str) -> str | None:
     return value or None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback IP address (IPv4, IPv6, or IPv4 mapped into IPv6)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host or "")
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def check_url(name: str, url: object) -> str:
@@ -41,7 +53,7 @@ def check_url(name: str, url: object) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{name} must be an absolute http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(f"{name} must use https (plain http is allowed for loopback only)")
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{name} must not have a query or fragment")

@@ -14,12 +14,12 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import free_port, redis_url_or_skip
+from redis_server import free_port
 
 from loyaltylayer._errors import ConfigurationError
 from loyaltylayer._ratelimit import RateLimit
@@ -31,19 +31,6 @@ PER = 0.5
 HOLD = RateLimit(requests=N, per=PER).hold
 
 Lease = tuple[float, float]  # Redis TIME just after the grant, just before the release
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    yield from redis_url_or_skip()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

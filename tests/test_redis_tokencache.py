@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import free_port, redis_url_or_skip
+from redis_server import free_port
 
 from loyaltylayer.contrib.redis import RedisTokenCache, RedisUnavailableError
 
 KEY = "https://auth.loyaltylayer.test/oauth/token client-1"
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    yield from redis_url_or_skip()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

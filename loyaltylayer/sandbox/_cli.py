@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._config import is_loopback
 from ._config import DEFAULT_CLIENTS, DEFAULT_PLANS, SandboxConfig, load_config_file
 from ._server import Sandbox
 
@@ -67,15 +67,6 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def _serve(config: SandboxConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -100,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not _is_loopback(config.host):
+    if not is_loopback(config.host):
         print(
             f"WARNING: binding the sandbox to {config.host}, not loopback: anyone who can reach "
             "it gets its demo credentials. Its control plane still answers loopback only.",

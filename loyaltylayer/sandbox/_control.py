@@ -5,12 +5,12 @@ Loopback clients only (403 otherwise), never rate limited, never journaled.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
 
 from aiohttp import web
 
+from .._config import is_loopback
 from ._core import Core
 from ._faults import Fault
 
@@ -27,18 +27,6 @@ def _json(status: int, body: Any) -> web.Response:
 
 def _error(status: int, error: str, description: str) -> web.Response:
     return _json(status, {"error": error, "error_description": description, "code": status})
-
-
-def _is_loopback(remote: str | None) -> bool:
-    if remote is None:
-        return False
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 async def _body(request: web.Request) -> object:
@@ -102,7 +90,7 @@ _ROUTES = {
 
 
 async def handle_control(core: Core, request: web.Request) -> web.Response:
-    if not _is_loopback(request.remote):
+    if not is_loopback(request.remote):
         return _error(403, "forbidden", "The sandbox control plane answers loopback clients only.")
     found = _ROUTES.get(request.path[len(CONTROL_PREFIX) :])
     if found is None:

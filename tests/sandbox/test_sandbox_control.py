@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sandbox_api import CLIENT_SECRET, HOLDER, VISA, Api, encrypt
 
+from loyaltylayer._config import is_loopback
 from loyaltylayer.sandbox import Clock, Fault, Sandbox, SandboxConfig, SandboxThread
-from loyaltylayer.sandbox._control import _is_loopback
 
 
 async def _control(api: Api, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -88,12 +88,12 @@ async def test_control_plane_errors(
 
 
 def test_control_plane_is_loopback_only() -> None:
-    assert _is_loopback("127.0.0.1")
-    assert _is_loopback("::1")
-    assert _is_loopback("::ffff:127.0.0.1")
-    assert not _is_loopback("10.0.0.1")
-    assert not _is_loopback(None)
-    assert not _is_loopback("bogus")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("10.0.0.1")
+    assert not is_loopback(None)
+    assert not is_loopback("bogus")
 
 
 def test_sandbox_thread_from_sync_code(loyaltylayer_sandbox_thread: SandboxThread) -> None:
