@@ -25,6 +25,7 @@ __all__ = [
     "PendingEnrollment",
     "enrollment_key",
     "next_enrollment_key",
+    "record_key",
 ]
 
 RECORD_FIELDS = (
@@ -41,17 +42,26 @@ RECORD_FIELDS = (
 )
 """The columns of an input row, in the order the CLI documents them."""
 
-_CARD_FIELDS = {"number": "card_number", "expiry": "card_expiry", "name": "name_on_card", "cvv": "cvv"}
+_CARD_FIELDS = {
+    "number": "card_number",
+    "expiry": "card_expiry",
+    "name": "name_on_card",
+    "cvv": "cvv",
+}
 
 
-def _content_key(row: Mapping[str, str]) -> str:
-    """A record key for rows without a reference: a hash of the non-secret fields only.
+def record_key(row: Mapping[str, str]) -> str:
+    """A row's key across reruns: its ``reference``, else a hash of its non-secret fields.
 
-    The PAN is left out on purpose: a hash of a 16-digit number with a known prefix can be
-    reversed by brute force, so only its last four digits take part.
+    The PAN is left out of the hash on purpose: a hash of a 16-digit number with a known prefix
+    can be reversed by brute force, so only its last four digits take part.
     """
-    parts = [row.get(name, "") for name in ("first_name", "last_name", "email", "phone", "country")]
-    parts += [row.get("card_number", "")[-4:], row.get("card_expiry", "")]
+    reference = row.get("reference")
+    if isinstance(reference, str) and reference.strip():
+        return reference.strip()
+    names = ("first_name", "last_name", "email", "phone", "country")
+    parts = [str(row.get(name) or "") for name in names]
+    parts += [str(row.get("card_number") or "")[-4:], str(row.get("card_expiry") or "")]
     return "row_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
@@ -101,7 +111,7 @@ class EnrollRecord:
         check_reference_and_metadata(errors, "", reference, None)
         if errors or card is None or holder is None:
             raise ValidationError(errors)
-        return cls(key=reference or _content_key(row), card=card, holder=holder, reference=reference)
+        return cls(key=record_key(row), card=card, holder=holder, reference=reference)
 
 
 @attrs.frozen(kw_only=True)
@@ -168,9 +178,9 @@ class MemoryCheckpoint(EnrollCheckpoint):
         return None
 
 
-def enrollment_key(job_id: str, plan_id: str, record_key: str) -> str:
+def enrollment_key(job_id: str, plan_id: str, key: str) -> str:
     """The deterministic idempotency key of a record's create within a job."""
-    digest = hashlib.sha256(f"{job_id}\x1f{plan_id}\x1f{record_key}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{job_id}\x1f{plan_id}\x1f{key}".encode()).hexdigest()
     return f"enr_{digest[:40]}"
 
 

@@ -21,9 +21,9 @@ from .._enroll_models import (
     EnrollOutcome,
     EnrollRecord,
     PendingEnrollment,
-    _content_key,
     enrollment_key,
     next_enrollment_key,
+    record_key,
 )
 from .._errors import BadRequestError, LoyaltyLayerError, ValidationError
 from .._models import PassRequest
@@ -73,6 +73,8 @@ class _Job:
         self.outcomes: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(concurrency + MAX_BATCH)
         self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(concurrency)
         self._ready: asyncio.Queue[_Work | object] = asyncio.Queue()
+        self._room = asyncio.Semaphore(2 * MAX_BATCH + concurrency)
+        """Tokenized records waiting for, or in, the next batch: bounded, so memory is."""
         self._upstream = 0
         self._reader_done = False
         self._sending = 0
@@ -120,7 +122,7 @@ class _Job:
             try:
                 record = EnrollRecord.from_row(raw)
             except ValidationError as error:
-                key = raw.get("reference") or _content_key(raw)
+                key = record_key(raw)
                 number = raw.get("card_number") or ""
                 card = f"**** {number[-4:]}" if len(number) >= 4 else None
                 await self._emit(
@@ -143,6 +145,7 @@ class _Job:
                 enrol_token=pending.enrol_token,
                 token_expires_at=pending.token_expires_at,
             )
+            await self._room.acquire()
             self._ready.put_nowait(work)
             return
         self._upstream += 1
@@ -175,6 +178,7 @@ class _Job:
                 token_expires_at=token.expires_at,
             )
         )
+        await self._room.acquire()
         self._ready.put_nowait(work)
 
     async def _fail(self, work: _Work, error: LoyaltyLayerError) -> None:
@@ -200,7 +204,9 @@ class _Job:
             if batch and (len(batch) == MAX_BATCH or drained or loop.time() >= flush_at):
                 await senders.acquire()
                 self._sending += 1
-                group.create_task(self._send(batch, senders))
+                group.create_task(self._send(batch, senders, group))
+                for _ in batch:
+                    self._room.release()
                 batch = []
                 continue
             if not batch and drained:
@@ -222,7 +228,9 @@ class _Job:
         left = (work.token_expires_at - _TOKEN_SAFETY - dt.datetime.now(dt.UTC)).total_seconds()
         return max(0.0, min(self._max_wait, left))
 
-    async def _send(self, batch: list[_Work], senders: asyncio.Semaphore) -> None:
+    async def _send(
+        self, batch: list[_Work], senders: asyncio.Semaphore, group: asyncio.TaskGroup
+    ) -> None:
         try:
             requests = [
                 PassRequest(
@@ -257,7 +265,7 @@ class _Job:
                     work.retokenized = True
                     work.idempotency_key = next_enrollment_key(work.idempotency_key)
                     self._upstream += 1
-                    await self._to_tokenize_again(work)
+                    group.create_task(self._to_tokenize_again(work))
                 else:
                     assert item.error is not None
                     await self._fail(work, item.error)
@@ -275,6 +283,7 @@ class _Job:
             await self._tokenize(work)
         finally:
             self._upstream -= 1
+            self._changed()
 
 
 async def run_enrollment(

@@ -74,11 +74,22 @@ class AsyncCards:
         self._keys_lock: asyncio.Lock | None = None
 
     async def encryption_keys(self) -> EncryptionKeySet:
-        """Fetch the API's current card-encryption keys (a JWK Set; two during a rotation)."""
+        """Fetch the API's current card-encryption keys (a JWK Set; two during a rotation).
+
+        The keys fetched here are also the ones :meth:`tokenize` encrypts with from now on.
+        """
         path = "/v1/card/encryption-keys"
         response = await self._transport.request("GET", path)
         context = _context(response, path) | {"method": "GET"}
-        return structure(response.data, EncryptionKeySet, **context)
+        keys = structure(response.data, EncryptionKeySet, **context)
+        max_age = _KEYS_MAX_AGE
+        expiries = [k.expires_at for k in keys.keys if k.expires_at is not None]
+        if expiries:
+            left = (min(expiries) - dt.datetime.now(dt.UTC)).total_seconds()
+            max_age = max(0.0, min(max_age, left))
+        chosen = import_key(choose_key(keys))
+        self._keys = (keys, chosen, asyncio.get_running_loop().time() + max_age)
+        return keys
 
     async def tokenize(
         self,
@@ -135,14 +146,8 @@ class AsyncCards:
         async with self._keys_lock:
             now = asyncio.get_running_loop().time()
             if refresh or self._keys is None or now >= self._keys[2]:
-                keys = await self.encryption_keys()
-                chosen = choose_key(keys)
-                max_age = _KEYS_MAX_AGE
-                expiries = [k.expires_at for k in keys.keys if k.expires_at is not None]
-                if expiries:
-                    left = (min(expiries) - dt.datetime.now(dt.UTC)).total_seconds()
-                    max_age = max(0.0, min(max_age, left))
-                self._keys = (keys, import_key(chosen), now + max_age)
+                await self.encryption_keys()
+            assert self._keys is not None
             return self._keys[1]
 
 

@@ -1,0 +1,5 @@
+"""``python -m loyaltylayer``: the command line."""
+
+from .cli import main
+
+main()

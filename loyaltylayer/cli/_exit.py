@@ -1,0 +1,39 @@
+"""Exit codes, and the one exception a command raises to end with one of them.
+
+The codes are part of the interface: scripts loop on them (``until loyaltylayer enroll ...``).
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""Some records failed (or a remote call failed); everything else finished."""
+EXIT_USAGE = 2
+"""Bad options or unreadable input: nothing was sent."""
+EXIT_CONFIG = 3
+"""Missing or rejected credentials, or a configuration that cannot work."""
+EXIT_INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    """An error the user can act on: printed as ``Error: ...`` (no traceback), then exit."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)

@@ -1,0 +1,283 @@
+"""``loyaltylayer enroll`` through click's CliRunner: the demo, malformed input, secrets, limits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from loyaltylayer.cli._app import cli
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cardholders.csv"
+HEADER = (
+    "card_number,card_expiry,name_on_card,cvv,first_name,last_name,email,phone,country,reference"
+)
+GOOD = "4111111111111111,12/29,ADA LOVELACE,123,Ada,Lovelace,ada@example.com,,GB,"
+
+
+def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["enroll", *args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+
+    assert result.exit_code == 1
+    assert "Using the embedded LoyaltyLayer sandbox" in result.output
+    assert "│ Records       │ 50 " in result.output
+    assert "│ Created       │ 47 " in result.output
+    assert "│ Failed        │ 3 (0 retryable, 3 invalid rows) " in result.output
+    rows = jsonl(tmp_path / "results.jsonl")
+    assert rows[0]["plan_id"] == "pp-gold"
+    assert rows[0]["environment"] == "embedded-sandbox"
+    outcomes = [row for row in rows[1:] if row["status"] != "pending"]
+    created = [row for row in outcomes if row["status"] == "created"]
+    assert len(created) == 47
+    assert {row["pass_type"] for row in created} == {"priority_pass"}
+    assert all(re.fullmatch(r"\*\*\*\* \d{4}", row["card"]) for row in created)
+    failed = {row["line"]: row["error"]["message"] for row in outcomes if row["status"] == "failed"}
+    assert failed == {
+        8: "card_number: fails the Luhn check",
+        19: "card_expiry: is in the past",
+        34: "email: must be an email address",
+    }
+    with (tmp_path / "errors.csv").open(encoding="utf-8") as stream:
+        errors = list(csv.DictReader(stream))
+    assert [(e["line"], e["card_number"], e["cvv"], e["reference"]) for e in errors] == [
+        ("8", "**** 1112", "", "CUST-1007"),
+        ("19", "**** 4444", "", "CUST-1018"),
+        ("34", "**** 4444", "", "CUST-1033"),
+    ]
+
+    again = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+    assert again.exit_code == 1
+    assert "│ Already done  │ 47 " in again.output
+    assert "│ Created       │ 0 " in again.output
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> str:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+def dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: str | bytes, *extra: str
+) -> Result:
+    path = write(tmp_path, name, content)
+    return invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--dry-run", *extra)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            "4111111111111112,12/29,A B,123,Ada,Lovelace,ada@example.com,,,R1",
+            "line 2: card_number: fails the Luhn check",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada,Lovelace,ada@,,,R1",
+            "line 2: email: must be an email address",
+        ),
+        (
+            "4111111111111111,01/20,A B,12,Ada,Lovelace,ada@example.com,,,R1",
+            "line 2: card_expiry: is in the past; cvv: must be 3 or 4 digits",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada,Lovelace,ada@example.com,,,R1,extra",
+            "line 2: row: has 11 cells; the header has 10",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada," + "L" * 2000 + ",ada@example.com,,,R1",
+            "line 2: last_name: is longer than 1024 characters",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada," + "L" * 200_000 + ",ada@example.com,,,R1",
+            "line 2: row: field larger than field limit (131072)",
+        ),
+    ],
+)
+def test_bad_rows_are_reported_per_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row: str, message: str
+) -> None:
+    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{row}\n{GOOD}\n")
+
+    assert result.exit_code == 2
+    assert message + "\n" in result.output
+    assert "records: 2, valid: 1, invalid: 1" in result.output
+    assert "request plan: 1 tokenize + 1 batch-create + 3 token/keys = 5 requests" in result.output
+
+
+def test_bad_encoding_and_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = (
+        f"{HEADER}\n{GOOD}R1\n".encode()
+        + b"4111111111111111,12/29,A B,123,Ad\xe9le,Lovelace,ada@example.com,,,R2\n"
+        + f"{GOOD}R1\n{GOOD}\n{GOOD}\n".encode()
+    )
+    result = dry_run(tmp_path, monkeypatch, "in.csv", content)
+
+    assert result.exit_code == 2
+    assert "line 3: first_name: is not UTF-8 text\n" in result.output
+    assert "line 4: reference: duplicates the record on line 2\n" in result.output
+    assert "line 6: reference: duplicates the record on line 5\n" in result.output
+    assert "records: 5, valid: 2, invalid: 3" in result.output
+
+
+def test_all_valid_dry_run_shows_plan_and_eta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = "".join(f"{GOOD}R{n}\n" for n in range(250))
+    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{rows}", "--rate", "100")
+
+    assert result.exit_code == 0
+    assert "records: 250, valid: 250, invalid: 0" in result.output
+    assert "request plan: 250 tokenize + 3 batch-create + 3 token/keys = 256 requests" in (
+        result.output
+    )
+    assert "ETA at 100 requests per 60 s: 0:02:02 (without retries)" in result.output
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty: expected a CSV header row or JSON lines"),
+        (f"{HEADER}\n", "has a header but no records"),
+        (
+            "card_number,card_expiry,name_on_card,first_name,last_name,email\n" + GOOD,
+            "has no column 'cvv'",
+        ),
+        ("a,a,b\n1,2,3\n", "the header repeats the column(s) ['a']"),
+    ],
+)
+def test_unusable_files_are_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, message: str
+) -> None:
+    result = dry_run(tmp_path, monkeypatch, "in.csv", content)
+
+    assert result.exit_code == 2
+    assert "Error: Invalid value for INPUT: " in result.output
+    assert message in " ".join(result.output.split())
+
+
+def test_map_renames_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = HEADER.replace("card_number", "PAN").replace("email", "Mail")
+    content = f"{header}\n{GOOD}R1\n"
+
+    bad = dry_run(tmp_path, monkeypatch, "in.csv", content, "--map", "PAN=card_numbr")
+    good = dry_run(
+        tmp_path, monkeypatch, "in.csv", content, "--map", "PAN=card_number", "--map", "Mail=email"
+    )
+
+    assert bad.exit_code == 2
+    assert "'card_numbr' is not one of card_number" in bad.output
+    assert good.exit_code == 0
+    assert "records: 1, valid: 1, invalid: 0" in good.output
+
+
+def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = dict(zip(HEADER.split(","), GOOD.split(","), strict=True)) | {"reference": "J1"}
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps(good | {"reference": "J2", "cvv": 123}),
+        json.dumps({k: v for k, v in good.items() if k != "email"} | {"reference": "J3"}),
+        "[1, 2]",
+    ]
+    result = dry_run(tmp_path, monkeypatch, "in.jsonl", "\n".join(lines) + "\n")
+
+    assert result.exit_code == 2
+    assert "line 2: row: is not valid JSON\n" in result.output
+    assert "line 3: cvv: must be a JSON string\n" in result.output
+    assert "line 4: email: is missing\n" in result.output
+    assert "line 5: row: is not a JSON object\n" in result.output
+    assert "records: 5, valid: 1, invalid: 4" in result.output
+
+
+def test_no_card_number_or_cvv_in_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pans = ["4000056655665556", "5200828282828210", "6011000990139424"]
+    cvvs = ["917", "482", "735"]
+    content = (
+        f"{HEADER}\n"
+        f"{pans[0]},12/29,ADA LOVELACE,{cvvs[0]},Ada,Lovelace,ada@example.com,,GB,C1\n"
+        f"{pans[1]},12/29,ADA LOVELACE,{cvvs[1]},Ada,Lovelace,ada@,,GB,C2\n"
+        f",{pans[2]},12/29,ADA LOVELACE,{cvvs[2]},Ada,Lovelace,ada@example.com,,GB,C3\n"
+    )
+    path = write(tmp_path, "in.csv", content)
+
+    dry = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--dry-run")
+    result = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox")
+
+    assert result.exit_code == 1
+    outputs = [
+        dry.output,
+        result.output,
+        (tmp_path / "results.jsonl").read_text(encoding="utf-8"),
+        (tmp_path / "errors.csv").read_text(encoding="utf-8"),
+    ]
+    for text in outputs:
+        for pan in pans:
+            assert pan not in text
+            assert pan[-4:] in text or pan[-4:] not in text
+        for cvv in cvvs:
+            assert not re.search(rf"(?<![\d:.]){cvv}(?!\d)", text.split("\n", 1)[-1]), cvv
+    with (tmp_path / "errors.csv").open(encoding="utf-8") as stream:
+        errors = list(csv.DictReader(stream))
+    assert [(e["line"], e["card_number"], e["card_expiry"], e["cvv"]) for e in errors] == [
+        ("3", "**** 8210", "12/29", ""),
+        ("4", "", "", ""),
+    ]
+
+
+def test_max_errors_stops_feeding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = "".join(
+        f"4111111111111112,12/29,A B,123,Ada,Lovelace,a@example.com,,,B{n}\n" for n in range(5)
+    )
+    good = "".join(f"{GOOD}G{n}\n" for n in range(20))
+    path = write(tmp_path, "in.csv", f"{HEADER}\n{bad}{good}")
+
+    result = invoke(
+        tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox", "--max-errors", "3"
+    )
+
+    assert result.exit_code == 1
+    assert "Stopped: 3 records failed (--max-errors 3)." in result.output
+    assert "│ Not started   │ 22 " in result.output
+    assert "Resume with:" in result.output
+    assert f"loyaltylayer enroll {path} --plan-id pp-gold" in " ".join(result.output.split())
+
+
+def test_results_of_another_job_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "in.csv", f"{HEADER}\n{GOOD}R1\n")
+    first = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox")
+    other = invoke(tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--sandbox")
+    restarted = invoke(
+        tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--sandbox", "--restart"
+    )
+
+    assert first.exit_code == 0
+    assert other.exit_code == 2
+    assert "belongs to another job (plan_id 'pp-gold', not 'lk-standard')" in other.output
+    assert restarted.exit_code == 0
+    assert "│ Created       │ 1 " in restarted.output
+    assert jsonl(tmp_path / "results.jsonl")[0]["plan_id"] == "lk-standard"
