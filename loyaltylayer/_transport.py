@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Generator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -41,11 +40,11 @@ from ._errors import (
     status_error,
 )
 from ._logging import logger
-from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, shared_limiter
+from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
 from ._tokencache import TokenCache
 from ._version import __version__
 
-__all__ = ["Response", "Transport", "new_idempotency_key", "origin_of"]
+__all__ = ["Response", "Transport", "new_idempotency_key"]
 
 _DEFAULT_RETRY_AFTER = 60.0
 _IN_PROGRESS_WAIT = 0.5
@@ -61,13 +60,6 @@ def new_idempotency_key() -> str:
 
 def _new_correlation_id() -> str:
     return f"ll-{uuid.uuid4().hex}"
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host:port`` of a URL: what the per-IP rate limit is shared by."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
 @attrs.frozen(kw_only=True)
@@ -177,7 +169,9 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self._deadline = deadline
         self._rate_limit = rate_limit
-        self._limiter: Limiter | None = rate_limit if isinstance(rate_limit, Limiter) else None
+        self._limiter: Limiter | None = None
+        self.owns_limiter = False
+        """Set when the client made its limiter (from the environment) and must close it."""
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -206,7 +200,9 @@ class Transport:
         """The limiter pacing this client (made on first use, on the running loop)."""
         if self._limiter is None:
             if isinstance(self._rate_limit, RateLimit):
-                self._limiter = shared_limiter(origin_of(self.base_url), self._rate_limit)
+                self._limiter = shared_limiter(self.base_url, self._rate_limit)
+            elif isinstance(self._rate_limit, Limiter):
+                self._limiter = self._rate_limit.bind(origin_of(self.base_url))
             else:
                 self._limiter = UnlimitedLimiter()
         return self._limiter
@@ -261,6 +257,9 @@ class Transport:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+        if self.owns_limiter and isinstance(self._rate_limit, Limiter):
+            self.owns_limiter = False
+            await self._rate_limit.aclose()
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -118,11 +118,14 @@ class AsyncLoyaltyLayer:
         if missing:
             raise ConfigurationError(f"set {', '.join(missing)} in the environment")
         redis_url = env(ENV_REDIS_URL)
-        if redis_url is not None and "rate_limit" not in overrides:
+        owns_limiter = redis_url is not None and "rate_limit" not in overrides
+        if redis_url is not None and owns_limiter:
             from ..contrib.redis import RedisRateLimiter
 
             settings["rate_limit"] = RedisRateLimiter.from_url(redis_url)
-        return cls(**(settings | overrides))
+        client = cls(**(settings | overrides))
+        client._transport.owns_limiter = owns_limiter
+        return client
 
     @property
     def cards(self) -> AsyncCards:

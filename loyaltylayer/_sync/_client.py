@@ -34,7 +34,7 @@ class LoyaltyLayer:
     def _wrap(cls, inner: AsyncLoyaltyLayer) -> Self:
         facade = cls.__new__(cls)
         facade._async = inner
-        _portal.track(inner)
+        _portal.track(facade, inner)
         return facade
 
     def __init__(
@@ -61,7 +61,7 @@ class LoyaltyLayer:
             deadline=deadline,
             token_cache=token_cache,
         )
-        _portal.track(self._async)
+        _portal.track(self, self._async)
 
     def __repr__(self) -> str:
         return f"<LoyaltyLayer over {self._async!r}>"

@@ -35,7 +35,10 @@ class Cards:
         return facade
 
     def encryption_keys(self) -> EncryptionKeySet:
-        """Fetch the API's current card-encryption keys (a JWK Set; two during a rotation)."""
+        """Fetch the API's current card-encryption keys (a JWK Set; two during a rotation).
+
+        The keys fetched here are also the ones :meth:`tokenize` encrypts with from now on.
+        """
         return _portal.call(self._async.encryption_keys)
 
     def tokenize(

@@ -18,13 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
 
 import attrs
 import redis.asyncio as aioredis
 
 from .._errors import ConfigurationError
-from .._ratelimit import LeaseLimiter, Limiter, RateLimit, _check_block
+from .._ratelimit import LeaseLimiter, Limiter, RateLimit, check_block, origin_of
 from ._redis_connection import UNAVAILABLE, RedisUnavailableError, describe, open_client
 
 __all__ = ["RedisLimiterStats", "RedisRateLimiter"]
@@ -146,12 +145,12 @@ class _Keys:
 
 
 def _normalize_origin(origin: str) -> str:
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError("bind() needs the API's origin, an http(s) URL with a host")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{host}:{port}"
+    try:
+        return origin_of(origin)
+    except ValueError:
+        raise ConfigurationError(
+            "bind() needs the API's origin, an http(s) URL with a host"
+        ) from None
 
 
 class RedisRateLimiter(Limiter):
@@ -381,7 +380,7 @@ class RedisRateLimiter(Limiter):
             )
 
     async def block(self, seconds: float) -> None:
-        block_us = -(-_check_block(seconds) // 1000)
+        block_us = -(-check_block(seconds) // 1000)
         if not block_us:
             return
         local = self._local
