@@ -23,8 +23,8 @@ from loyaltylayer._ratelimit import (
     RateLimit,
     UnlimitedLimiter,
     _ceil_us,
-    origin_of,
     _seconds_to_ns,
+    origin_of,
     shared_limiter,
 )
 
