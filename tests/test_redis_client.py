@@ -1,0 +1,52 @@
+"""The client wired to Redis: a shared limiter from the environment, a shared token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+import redis.asyncio as aioredis
+from sdk_env import CLIENT_ID, CLIENT_SECRET, holder, paths
+
+import loyaltylayer as ll
+from loyaltylayer.sandbox import Sandbox, SandboxConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_from_env_paces_through_redis_and_closes_its_limiter(
+    redis_url: str, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
+        monkeypatch.setenv("LOYALTYLAYER_CLIENT_ID", CLIENT_ID)
+        monkeypatch.setenv("LOYALTYLAYER_CLIENT_SECRET", CLIENT_SECRET)
+        monkeypatch.setenv("LOYALTYLAYER_BASE_URL", sandbox.base_url)
+        monkeypatch.setenv("LOYALTYLAYER_REDIS_URL", redis_url)
+        client = ll.AsyncLoyaltyLayer.from_env()
+        assert isinstance(client.limiter, ll.RedisRateLimiter)
+        async with client:
+            created = await client.passes.create(plan_id="esim-5gb", holder=holder())
+            await asyncio.gather(*(client.passes.status(created.pass_id) for _ in range(10)))
+            connected = (await redis.info("clients"))["connected_clients"]
+            assert connected >= 2
+            origin = sandbox.base_url.replace("localhost", "127.0.0.1")
+            leases = await redis.zcard(f"{{loyaltylayer:{origin}:default}}:leases")
+            assert leases == 12
+        assert Counter(e.status for e in sandbox.journal()) == {200: 12}
+        assert (await redis.info("clients"))["connected_clients"] < connected
+
+
+async def test_workers_share_one_token_through_redis(redis_url: str) -> None:
+    async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
+        caches = [ll.RedisTokenCache.from_url(redis_url) for _ in range(3)]
+        clients = [
+            ll.AsyncLoyaltyLayer(CLIENT_ID, CLIENT_SECRET, sandbox.base_url, token_cache=cache)
+            for cache in caches
+        ]
+        for client in clients:
+            await client.passes.create(plan_id="esim-5gb", holder=holder())
+        assert len(paths(sandbox.journal(), "/auth/token")) == 1
+        for client, cache in zip(clients, caches, strict=True):
+            await client.close()
+            await cache.aclose()
