@@ -19,12 +19,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
-import contextlib
 import heapq
 import math
 import os
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
@@ -399,14 +398,8 @@ class LeaseLimiter(Limiter):
             return LimiterStats(started=0, in_flight=0, waiting=0, held=0)
         return self._pool.stats()
 
-    @contextlib.asynccontextmanager
-    async def lease(self, *, priority: bool = False) -> AsyncIterator[None]:
-        loop, pool = self._bind()
-        await pool.acquire(loop, priority=priority)
-        try:
-            yield
-        finally:
-            pool.release(loop)
+    def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
+        return _PoolLease(self, priority)
 
     async def block(self, seconds: float) -> None:
         loop, pool = self._bind()
@@ -435,11 +428,8 @@ class UnlimitedLimiter(Limiter):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    @contextlib.asynccontextmanager
-    async def lease(self, *, priority: bool = False) -> AsyncIterator[None]:
-        loop, gate = self._bind()
-        await gate.wait_open(loop)
-        yield
+    def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
+        return _GateLease(self)
 
     async def block(self, seconds: float) -> None:
         loop, gate = self._bind()
@@ -452,6 +442,39 @@ class UnlimitedLimiter(Limiter):
     def _bind(self) -> tuple[asyncio.AbstractEventLoop, _Gate]:
         loop, self._gate = _for_running_loop(self, self._gate, _Gate)
         return loop, self._gate
+
+
+class _PoolLease:
+    """One attempt's lease (a plain class: this runs once per request, so it must be cheap)."""
+
+    __slots__ = ("_limiter", "_loop", "_pool", "_priority")
+
+    def __init__(self, limiter: LeaseLimiter, priority: bool) -> None:
+        self._limiter = limiter
+        self._priority = priority
+
+    async def __aenter__(self) -> None:
+        self._loop, self._pool = self._limiter._bind()
+        await self._pool.acquire(self._loop, priority=self._priority)
+
+    async def __aexit__(self, *_: object) -> None:
+        self._pool.release(self._loop)
+
+
+class _GateLease:
+    """Waits out a server block; nothing to give back."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: UnlimitedLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        loop, gate = self._limiter._bind()
+        await gate.wait_open(loop)
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
 
 
 def origin_of(url: str) -> str:

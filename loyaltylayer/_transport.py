@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import math
 import platform
 import random
 import time
 import uuid
 from collections.abc import Generator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -62,7 +64,7 @@ def _new_correlation_id() -> str:
     return f"ll-{uuid.uuid4().hex}"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True)
 class Response:
     """A successful reply: its JSON body and what the caller needs to know about the request."""
 
@@ -95,12 +97,13 @@ def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
     return math.ceil(max(finite)) if finite else _DEFAULT_RETRY_AFTER
 
 
-def _retry_waits(base: float, cap: float) -> Generator[float, Any, None]:
+def _retry_waits(base: float, cap: float, call: _Call) -> Generator[float, Any, None]:
     """backoff wait generator: what to wait depends on the error that ended the attempt.
 
     429 waits exactly ``retry_after`` (no jitter: jitter would turn a 60 s block into ~20 s and
     trip it again); ``request_in_progress`` waits a short fixed time; everything else waits
-    full-jitter exponential time.
+    full-jitter exponential time. A wait that would end past the call's deadline ends the
+    retries instead (backoff then raises the last error).
     """
     error = yield 0.0
     failures = 0
@@ -112,6 +115,10 @@ def _retry_waits(base: float, cap: float) -> Generator[float, Any, None]:
         else:
             wait = random.uniform(0.0, min(cap, base * 2.0**failures))
             failures += 1
+        if call.deadline_at is not None and (
+            asyncio.get_running_loop().time() + wait >= call.deadline_at
+        ):
+            return
         error = yield wait
 
 
@@ -132,7 +139,10 @@ class _Call:
     authenticated: bool
     priority: bool
     attempts: int = 0
-    deadline: asyncio.Timeout | None = None
+    first_error: LoyaltyLayerError | None = None
+    """The error of the first attempt, handed to the retry loop (see ``Transport.request``)."""
+    deadline_at: float | None = None
+    """Loop time the call must end by; set when its first attempt starts."""
 
     def context(self) -> dict[str, Any]:
         return {
@@ -166,7 +176,10 @@ class Transport:
         self.auth_url = auth_url.rstrip("/")
         self._client_id = client_id
         self._client_secret = client_secret
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+        self._timeout = timeout
+        self._session_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, 10.0)
+        )
         self._deadline = deadline
         self._rate_limit = rate_limit
         self._limiter: Limiter | None = None
@@ -178,7 +191,7 @@ class Transport:
         self._auth = TokenManager(
             self._fetch_token, cache=token_cache, cache_key=f"{self.auth_url}|{client_id}"
         )
-        self._send_with_retries = backoff.on_exception(
+        self._retries = backoff.on_exception(
             _retry_waits,
             LoyaltyLayerError,
             max_tries=max_retries + 1,
@@ -188,7 +201,9 @@ class Transport:
             logger=None,
             base=backoff_base,
             cap=backoff_cap,
-        )(self._attempt)
+            call=_CURRENT_CALL.get,
+        )(self._retry)
+        self._max_retries = max_retries
         self.attempts = 0
         """Attempts this client has sent (every one took a lease): for progress and tests."""
 
@@ -232,24 +247,22 @@ class Transport:
             priority=priority,
         )
         try:
-            async with asyncio.timeout(None) as deadline:
-                call.deadline = deadline
-                response: Response = await self._send_with_retries(call)
+            try:
+                return await self._attempt(call)
+            except LoyaltyLayerError as error:
+                if self._max_retries == 0 or _give_up(error):
+                    raise
+                call.first_error = error
+            current = _CURRENT_CALL.set(call)
+            try:
+                response: Response = await self._retries(call)
+            finally:
+                _CURRENT_CALL.reset(current)
         except APIError as error:
             if not error.retries_exhausted:
                 error.retries_exhausted = True
                 error.attempts = call.attempts
             raise
-        except TimeoutError:
-            if call.deadline is None or not call.deadline.expired():
-                raise
-            timeout_error = APITimeoutError(
-                f"deadline of {self._deadline} s exceeded after {call.attempts} attempts",
-                **call.context(),
-            )
-            timeout_error.retries_exhausted = True
-            timeout_error.attempts = call.attempts
-            raise timeout_error from None
         return response
 
     async def aclose(self) -> None:
@@ -264,7 +277,7 @@ class Transport:
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
+                timeout=self._session_timeout,
                 headers={"User-Agent": _USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=100),
             )
@@ -302,20 +315,20 @@ class Transport:
             expires_in = 1800
         return IssuedToken(access_token=token, expires_in=float(expires_in))
 
-    async def _attempt(self, call: _Call) -> Response:
-        """One attempt; when the token was rejected as expired, one more with a fresh token."""
-        for fresh_token in (False, True):
-            token = await self._auth.token() if call.authenticated else None
-            try:
-                return await self._send(call, token)
-            except AuthenticationError as error:
-                if token is None or fresh_token or error.error != "invalid_token":
-                    raise
-                logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
-                await self._auth.invalidate(token)
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _retry(self, call: _Call) -> Response:
+        """The target of the backoff loop, entered only once the first attempt has failed.
 
-    async def _send(self, call: _Call, token: str | None) -> Response:
+        Its first run re-raises that failure, so backoff waits as its policy says before the
+        second attempt; the first attempt itself never pays for the retry machinery.
+        """
+        if call.first_error is not None:
+            error, call.first_error = call.first_error, None
+            raise error
+        return await self._attempt(call)
+
+    async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
+        """One attempt; when the token was rejected as expired, one more with a fresh token."""
+        token = await self._auth.token() if call.authenticated else None
         headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
         if call.body is not None:
             headers["Content-Type"] = "application/json"
@@ -326,20 +339,21 @@ class Transport:
         session = self._session_for_loop()
         limiter = self.limiter
         async with limiter.lease(priority=call.priority):
-            if call.deadline is not None and call.deadline.when() is None and self._deadline:
-                call.deadline.reschedule(asyncio.get_running_loop().time() + self._deadline)
+            timeout = self._attempt_timeout(call)
             call.attempts += 1
             self.attempts += 1
             started = time.perf_counter()
             try:
                 async with session.request(
-                    call.method, call.url, data=call.body, headers=headers
+                    call.method, call.url, data=call.body, headers=headers, timeout=timeout
                 ) as reply:
                     raw = await reply.read()
                     status = reply.status
                     reply_headers = reply.headers
             except TimeoutError:
                 logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
+                if timeout is not self._session_timeout:
+                    raise self._deadline_error(call) from None
                 raise APITimeoutError("no reply in time", **call.context()) from None
             except aiohttp.ClientError as exc:
                 logger.info(
@@ -352,22 +366,22 @@ class Transport:
                 raise APIConnectionError(
                     f"connection failed ({type(exc).__name__})", **call.context()
                 ) from exc
-        elapsed = time.perf_counter() - started
-        replayed = reply_headers.get("Idempotent-Replayed", "").lower() == "true"
-        logger.debug(
-            "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
-            call.method,
-            call.path,
-            status,
-            elapsed * 1000,
-            call.attempts,
-            call.correlation_id,
-            f", idempotency_key={call.idempotency_key}" if call.idempotency_key else "",
-            ", replayed" if replayed else "",
-        )
+        replayed = reply_headers.get("Idempotent-Replayed") == "true"
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
+                call.method,
+                call.path,
+                status,
+                (time.perf_counter() - started) * 1000,
+                call.attempts,
+                call.correlation_id,
+                f", idempotency_key={call.idempotency_key}" if call.idempotency_key else "",
+                ", replayed" if replayed else "",
+            )
         try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
+            data = json.loads(raw.decode()) if raw else None
+        except ValueError:  # UnicodeDecodeError too
             data = _NOT_JSON
         if 200 <= status < 300:
             if data is _NOT_JSON or data is None:
@@ -382,7 +396,40 @@ class Transport:
                 replayed=replayed,
                 attempts=call.attempts,
             )
-        raise await self._error(call, status, reply_headers, data)
+        error = await self._error(call, status, reply_headers, data)
+        if (
+            isinstance(error, AuthenticationError)
+            and error.error == "invalid_token"
+            and token is not None
+            and not fresh_token
+        ):
+            logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
+            await self._auth.invalidate(token)
+            return await self._attempt(call, fresh_token=True)
+        raise error
+
+    def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
+        """The session's timeout, or a shorter one when the call's deadline is nearer."""
+        if self._deadline is None:
+            return self._session_timeout
+        now = asyncio.get_running_loop().time()
+        if call.deadline_at is None:
+            call.deadline_at = now + self._deadline
+        left = call.deadline_at - now
+        if left <= 0:
+            raise self._deadline_error(call)
+        if left >= self._timeout:
+            return self._session_timeout
+        return aiohttp.ClientTimeout(total=left, sock_connect=min(left, 10.0))
+
+    def _deadline_error(self, call: _Call) -> APITimeoutError:
+        error = APITimeoutError(
+            f"deadline of {self._deadline} s exceeded after {call.attempts} attempts",
+            **call.context(),
+        )
+        error.retries_exhausted = True
+        error.attempts = call.attempts
+        return error
 
     async def _error(
         self, call: _Call, status: int, headers: Mapping[str, str], data: Any
@@ -420,3 +467,5 @@ class Transport:
 
 
 _NOT_JSON = object()
+_CURRENT_CALL: ContextVar[_Call] = ContextVar("loyaltylayer_current_call")
+"""The call whose retries backoff is running: its wait generator reads the deadline from it."""
