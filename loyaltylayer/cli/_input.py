@@ -18,6 +18,7 @@ import attrs
 
 from .._enroll_models import RECORD_FIELDS, EnrollRecord, record_key
 from .._errors import ValidationError
+from ._seen import SeenKeys
 
 __all__ = [
     "MAX_FIELD",
@@ -151,7 +152,7 @@ class InputFile:
         earlier in the file is an error: enrolling it would make a second pass for the same
         cardholder, or silently skip it.
         """
-        first_line: dict[str, int] = {}
+        seen_keys = SeenKeys()
         for raw in self._raw_rows():
             fields = {
                 field: raw.values[column]
@@ -171,7 +172,7 @@ class InputFile:
                 key = record_key(fields)
             else:
                 key = f"line-{raw.line}"
-            seen = first_line.setdefault(key, raw.line)
+            seen = seen_keys.first_line(key, raw.line)
             if record is not None and seen != raw.line:
                 record = None
                 errors = {self.by_field["reference"]: f"duplicates the record on line {seen}"}
