@@ -56,6 +56,7 @@ from ._models import (
     PriorityPass,
     UnknownPass,
 )
+from ._portal import SyncInAsyncWarning, shutdown_portal
 from ._ratelimit import Limiter, RateLimit
 from ._sync import Cards, LoyaltyLayer, Passes
 from ._tokencache import TokenCache
@@ -78,8 +79,8 @@ __all__ = [
     "BatchItem",
     "BatchResult",
     "Card",
-    "Cards",
     "CardToken",
+    "Cards",
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
@@ -111,12 +112,14 @@ __all__ = [
     "RedisTokenCache",
     "RequestInProgressError",
     "ServerError",
+    "SyncInAsyncWarning",
     "TokenCache",
     "UnexpectedResponseError",
     "UnknownPass",
     "ValidationError",
     "__version__",
     "encrypt_card",
+    "shutdown_portal",
 ]
 
 _LAZY = {"RedisRateLimiter", "RedisTokenCache"}

@@ -61,6 +61,10 @@ class TokenManager:
             return self._token
         return await asyncio.shield(inflight)
 
+    def forget_inflight(self) -> None:
+        """Drop a refresh started in another process (before a fork): it will never finish here."""
+        self._inflight = None
+
     async def invalidate(self, token: str) -> None:
         """The server rejected ``token``: forget it (unless a newer one already replaced it)."""
         if self._token == token:

@@ -28,7 +28,11 @@ KeyLike = RSAKey | EncryptionKey | EncryptionKeySet | Mapping[str, Any] | str | 
 def choose_key(keys: EncryptionKeySet) -> EncryptionKey:
     """The first key meant for encryption with an algorithm we support (the contract's rule)."""
     for key in keys.keys:
-        if key.kty == "RSA" and key.use in (None, "enc") and key.alg in (None, *SUPPORTED_KEY_ALGORITHMS):
+        if (
+            key.kty == "RSA"
+            and key.use in (None, "enc")
+            and key.alg in (None, *SUPPORTED_KEY_ALGORITHMS)
+        ):
             return key
     raise ValidationError({"key": "no RSA encryption key with a supported algorithm"})
 

@@ -206,9 +206,7 @@ _BY_CODE: dict[str, type[APIStatusError]] = {
 }
 
 
-def status_error(
-    status: int, body: Mapping[str, Any], **kwargs: Any
-) -> APIStatusError:
+def status_error(status: int, body: Mapping[str, Any], **kwargs: Any) -> APIStatusError:
     """The typed exception for an error reply (or an error item of a batch)."""
     error = body.get("error")
     error = error if isinstance(error, str) else f"http_{status}"

@@ -65,7 +65,9 @@ def _check_str(errors: dict[str, str], field: str, value: object, *, lo: int, hi
     return True
 
 
-reading_server_data: ContextVar[bool] = ContextVar("loyaltylayer_reading_server_data", default=False)
+reading_server_data: ContextVar[bool] = ContextVar(
+    "loyaltylayer_reading_server_data", default=False
+)
 """Set while structuring a reply: what the server sends is read tolerantly, never re-validated."""
 
 

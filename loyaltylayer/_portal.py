@@ -22,6 +22,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import contextvars
+import ctypes
 import os
 import sys
 import threading
@@ -34,6 +35,7 @@ from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 __all__ = [
     "SyncInAsyncWarning",
+    "bury",
     "call",
     "context",
     "iterate",
@@ -100,14 +102,52 @@ class _Runtime:
 _lock = threading.Lock()
 _runtime: _Runtime | None = None
 _clients: weakref.WeakSet[Closeable] = weakref.WeakSet()
-# What a forked child inherited: referenced forever, never closed or collected in the child.
-_graveyard: list[object] = []
+_closing: set[asyncio.Future[None]] = set()
 _warned_in_async = False
+_exiting = False
 
 
-def track(client: Closeable) -> None:
-    """Close ``client`` on the portal loop when the process exits or the portal shuts down."""
+def track(facade: object, client: Closeable) -> None:
+    """Close ``client`` when its sync ``facade`` is collected, or at exit, on the portal loop.
+
+    Closing on collection is fire-and-forget (the collector must not block); what is still alive
+    at exit or at ``shutdown_portal()`` is closed there, with a bounded wait.
+    """
     _clients.add(client)
+    weakref.finalize(facade, _close_soon, client).atexit = False
+
+
+def bury(inherited: object) -> None:
+    """Keep ``inherited`` alive, unclosed and unfinalized, until this process ends.
+
+    For what a forked child inherited from its parent (a loop, an aiohttp session): closing or
+    finalizing it in the child would unregister the parent's sockets from the epoll instance the
+    two processes share, and the parent's next request would hang. A plain reference is not
+    enough, because module globals are cleared when the interpreter exits; so one reference is
+    deliberately leaked.
+    """
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(inherited))
+
+
+def _close_soon(client: Closeable) -> None:
+    runtime = _runtime
+    if runtime is None or sys.is_finalizing():
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: shutdown closed it
+        runtime.loop.call_soon_threadsafe(_start_closing, client)
+
+
+def _start_closing(client: Closeable) -> None:
+    task = asyncio.ensure_future(client.close())
+    _closing.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    """Drop a finished fire-and-forget close, marking its outcome as seen."""
+    _closing.discard(task)
+    if not task.cancelled():
+        task.exception()
 
 
 def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -146,12 +186,17 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
 
 
 def iterate(
-    fn: Callable[_P, AsyncIterator[_T]], /, *args: _P.args, **kwargs: _P.kwargs
+    owner: object,
+    fn: Callable[_P, AsyncIterator[_T]],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
 ) -> Iterator[_T]:
     """Iterate ``fn(*args, **kwargs)`` from sync code, driven by one task on the portal loop.
 
     Leaving the loop early (``break``, an exception, or garbage collection of the iterator)
-    closes the async iterator on the loop, so its ``finally`` blocks run.
+    closes the async iterator on the loop, so its ``finally`` blocks run. ``owner`` (the sync
+    object the iterator came from) is kept alive meanwhile, so its client is not closed under it.
     """
     channel = _Channel(_loop_for_caller(), _serve_iterator, lambda: fn(*args, **kwargs))
     try:
@@ -166,18 +211,25 @@ def iterate(
 
 @contextlib.contextmanager
 def context(
-    fn: Callable[_P, AbstractAsyncContextManager[_T]], /, *args: _P.args, **kwargs: _P.kwargs
+    owner: object,
+    fn: Callable[_P, AbstractAsyncContextManager[_T]],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
 ) -> Iterator[_T]:
     """Use the async context manager ``fn(*args, **kwargs)`` in a ``with`` block.
 
     ``__aenter__`` and ``__aexit__`` run in one task, which waits between them; an exception from
-    the block reaches ``__aexit__`` and is suppressed only if ``__aexit__`` says so.
+    the block reaches ``__aexit__`` and is suppressed only if ``__aexit__`` says so. ``owner``
+    is kept alive until the block ends.
     """
     channel = _Channel(_loop_for_caller(), _serve_context, lambda: fn(*args, **kwargs))
     try:
         value = channel.request(_ENTER)
         try:
             yield value
+        except GeneratorExit:  # abandoned without exit: `close()` below still runs __aexit__
+            raise
         except BaseException as exc:
             if not channel.request((type(exc), exc, exc.__traceback__)):
                 raise
@@ -258,6 +310,10 @@ def _wait(
                 outcome.exception(timeout=_POLL_INTERVAL)
             except TimeoutError:
                 continue
+            if _exiting and threading.current_thread().daemon:
+                # The interpreter is exiting and cancelled this call: keep this daemon thread
+                # quiet until the process ends instead of printing a traceback from it.
+                threading.Event().wait()
             return outcome.result()
     except BaseException:
         if not outcome.done():
@@ -406,20 +462,25 @@ async def _serve_context(channel: _Channel, manager: AbstractAsyncContextManager
 
 
 async def _drain() -> None:
-    """On the portal loop at shutdown: close tracked clients, then cancel whatever is left."""
+    """On the portal loop at shutdown: cancel calls in flight, close tracked clients, clean up."""
+    await _cancel_others()
     clients = list(_clients)
     _clients.clear()
     closing = asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(closing, _CLOSE_TIMEOUT)
     await asyncio.sleep(0)  # let transports see their connections closed
-    current = asyncio.current_task()
-    leftovers = [task for task in asyncio.all_tasks() if task is not current]
-    for task in leftovers:
-        task.cancel()
-    if leftovers:
-        await asyncio.wait(leftovers, timeout=_CLOSE_TIMEOUT)
+    await _cancel_others()
     await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+async def _cancel_others() -> None:
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current]
+    for task in others:
+        task.cancel()
+    if others:
+        await asyncio.wait(others, timeout=_CLOSE_TIMEOUT)
 
 
 def _before_fork() -> None:
@@ -434,11 +495,19 @@ def _after_fork_in_child() -> None:
     global _lock, _runtime
     _lock = threading.Lock()
     if _runtime is not None:
-        _graveyard.append(_runtime)
+        bury(_runtime)
         _runtime = None
 
 
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
 )
-atexit.register(shutdown_portal)
+
+
+def _shutdown_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown_portal()
+
+
+atexit.register(_shutdown_at_exit)

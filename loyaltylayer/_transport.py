@@ -15,6 +15,7 @@ import email.utils
 import json
 import logging
 import math
+import os
 import platform
 import random
 import time
@@ -42,6 +43,7 @@ from ._errors import (
     status_error,
 )
 from ._logging import logger
+from ._portal import bury
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
 from ._tokencache import TokenCache
 from ._version import __version__
@@ -186,6 +188,7 @@ class Transport:
         self.owns_limiter = False
         """Set when the client made its limiter (from the environment) and must close it."""
         self._session = session
+        self._session_pid = os.getpid()
         self._owns_session = session is None
         self._closed = False
         self._auth = TokenManager(
@@ -267,20 +270,31 @@ class Transport:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            if self._session_pid != os.getpid():
+                bury(session)
+            else:
+                await session.close()
         if self.owns_limiter and isinstance(self._rate_limit, Limiter):
             self.owns_limiter = False
             await self._rate_limit.aclose()
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is not None and self._session_pid != os.getpid():
+            # Forked: the session and any token refresh in flight belong to the parent.
+            if self._owns_session:
+                bury(self._session)
+                self._session = None
+            self._auth.forget_inflight()
+            self._session_pid = os.getpid()
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._session_timeout,
                 headers={"User-Agent": _USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=100),
             )
+            self._session_pid = os.getpid()
         return self._session
 
     async def _fetch_token(self) -> IssuedToken:
@@ -328,6 +342,7 @@ class Transport:
 
     async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
         """One attempt; when the token was rejected as expired, one more with a fresh token."""
+        session = self._session_for_loop()
         token = await self._auth.token() if call.authenticated else None
         headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
         if call.body is not None:
@@ -336,7 +351,6 @@ class Transport:
             headers["Authorization"] = f"Bearer {token}"
         if call.idempotency_key is not None:
             headers["Idempotency-Key"] = call.idempotency_key
-        session = self._session_for_loop()
         limiter = self.limiter
         async with limiter.lease(priority=call.priority):
             timeout = self._attempt_timeout(call)

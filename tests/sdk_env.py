@@ -15,7 +15,9 @@ VISA = "4111111111111111"
 
 
 def card(number: str = VISA, **overrides: Any) -> ll.Card:
-    return ll.Card(**({"number": number, "expiry": "12/39", "name": "ADA LOVELACE", "cvv": "123"} | overrides))
+    return ll.Card(
+        **({"number": number, "expiry": "12/39", "name": "ADA LOVELACE", "cvv": "123"} | overrides)
+    )
 
 
 def holder(**overrides: Any) -> ll.Holder:
@@ -41,4 +43,6 @@ async def running(
 
 async def new_pass(client: ll.AsyncLoyaltyLayer, plan_id: str = "pp-gold") -> ll.Pass:
     token = await client.cards.tokenize(card(), plan_id=plan_id)
-    return await client.passes.create(plan_id=plan_id, enrol_token=token.enrol_token, holder=holder())
+    return await client.passes.create(
+        plan_id=plan_id, enrol_token=token.enrol_token, holder=holder()
+    )

@@ -52,7 +52,9 @@ class DictCheckpoint(ll.EnrollCheckpoint):
         self.done |= {o.key for o in outcomes if o.status in ("created", "skipped")}
 
 
-async def collect(client: ll.AsyncLoyaltyLayer, records: Any, **options: Any) -> list[ll.EnrollOutcome]:
+async def collect(
+    client: ll.AsyncLoyaltyLayer, records: Any, **options: Any
+) -> list[ll.EnrollOutcome]:
     return [outcome async for outcome in client.enroll(records, plan_id="pp-gold", **options)]
 
 
@@ -68,7 +70,9 @@ async def test_enroll_packs_full_batches_and_reports_every_record() -> None:
         elapsed = asyncio.get_running_loop().time() - started
         assert Counter(o.status for o in outcomes) == {"created": 250, "failed": 3}
         assert sorted(o.index for o in outcomes) == list(range(253))
-        failures = {o.key: o.error.errors for o in outcomes if isinstance(o.error, ll.ValidationError)}
+        failures = {
+            o.key: o.error.errors for o in outcomes if isinstance(o.error, ll.ValidationError)
+        }
         assert failures == {
             "bad-luhn": {"card_number": "fails the Luhn check"},
             "expired": {"card_expiry": "is in the past"},

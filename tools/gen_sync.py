@@ -275,13 +275,15 @@ class _ModuleWriter:
         closeable = any(
             isinstance(item, ast.AsyncFunctionDef) and item.name == "close" for item in node.body
         )
-        track = "\n    _portal.track(inner)" if closeable else ""
+        track = "\n    _portal.track(facade, inner)" if closeable else ""
         body += _parse(
             f"_async: {node.name}\n"
+            f"_owner: object\n"
             f"@classmethod\n"
-            f"def _wrap(cls, inner: {node.name}) -> Self:\n"
+            f"def _wrap(cls, inner: {node.name}, owner: object = None) -> Self:\n"
             f"    facade = cls.__new__(cls)\n"
-            f"    facade._async = inner{track}\n"
+            f"    facade._async = inner\n"
+            f"    facade._owner = owner{track}\n"
             f"    return facade\n"
         )
         for item in node.body:
@@ -301,11 +303,12 @@ class _ModuleWriter:
             if name.startswith("_"):
                 return []
             returns = self.map_annotation(item.annotation)
+            value = self.wrap(item.annotation, f"self._async.{name}", cls, owner="self")
             return [
                 self.function(
                     name,
                     _self_args(),
-                    f"return {self.wrap(item.annotation, f'self._async.{name}', cls)}",
+                    f"return {value}",
                     returns,
                     None,
                     ["property"],
@@ -344,9 +347,11 @@ class _ModuleWriter:
             return [self.async_method(cls, item, decorators)]
         return [self.sync_method(cls, item, decorators)]
 
-    def constructor(self, cls: ast.ClassDef, item: ast.FunctionDef, closeable: bool) -> ast.stmt:
+    def constructor(
+        self, cls: ast.ClassDef, item: ast.FunctionDef | ast.AsyncFunctionDef, closeable: bool
+    ) -> ast.stmt:
         args, forward = self.signature(cls, item, skip_first=True)
-        track = "\n_portal.track(self._async)" if closeable else ""
+        track = "\n_portal.track(self, self._async)" if closeable else ""
         body = f"self._async = {cls.name}({forward}){track}"
         return self.function("__init__", args, body, ast.Constant(None), item, [])
 
@@ -378,7 +383,8 @@ class _ModuleWriter:
             )
         target = f"self._async.{item.name}"
         sync_name = DUNDER_TWINS.get(item.name, item.name)
-        call = f"_portal.{kind}({target}{', ' if forward else ''}{forward})"
+        owner = "" if kind == "call" else "self, "
+        call = f"_portal.{kind}({owner}{target}{', ' if forward else ''}{forward})"
         if item.name == "__aenter__" and _is_self(item.returns, cls):
             body = f"{call}\nreturn self"
         elif kind == "call":
@@ -393,26 +399,23 @@ class _ModuleWriter:
         args, forward = self.signature(cls, item, skip_first=decorators != ["staticmethod"])
         returns = self.map_annotation(item.returns) if item.returns is not None else None
         if decorators in (["property"], ["cached_property"], ["functools.cached_property"]):
-            body = f"return {self.wrap(item.returns, f'self._async.{item.name}', cls, item)}"
+            value = self.wrap(item.returns, f"self._async.{item.name}", cls, item, owner="self")
+            body = f"return {value}"
             return self.function(item.name, args, body, returns, item, [decorators[0]])
         if decorators in (["classmethod"], ["staticmethod"]):
             target = f"{cls.name}.{item.name}"
+            owner = "cls" if decorators == ["classmethod"] else "None"
         elif not decorators:
             target = f"self._async.{item.name}"
+            owner = "self"
         else:
             raise self.error(item, f"{cls.name}.{item.name}: cannot mirror decorators {decorators}")
         if _returns_one_of(item.returns, ITERATOR_TYPES):
-            body = f"return _portal.iterate({target}{', ' if forward else ''}{forward})"
+            body = f"return _portal.iterate({owner}, {target}{', ' if forward else ''}{forward})"
         elif _returns_one_of(item.returns, CONTEXT_TYPES):
-            body = f"return _portal.context({target}{', ' if forward else ''}{forward})"
+            body = f"return _portal.context({owner}, {target}{', ' if forward else ''}{forward})"
         else:
-            body = self.returning(
-                item.returns,
-                f"{target}({forward})",
-                cls,
-                item,
-                classmethod=decorators == ["classmethod"],
-            )
+            body = self.returning(item.returns, f"{target}({forward})", cls, item, owner=owner)
         return self.function(item.name, args, body, returns, item, decorators)
 
     def returning(
@@ -422,11 +425,11 @@ class _ModuleWriter:
         cls: ast.ClassDef,
         item: ast.AST,
         *,
-        classmethod: bool = False,
+        owner: str = "self",
     ) -> str:
         if isinstance(returns, ast.Constant) and returns.value is None:
             return value
-        return f"return {self.wrap(returns, value, cls, item, classmethod=classmethod)}"
+        return f"return {self.wrap(returns, value, cls, item, owner=owner)}"
 
     def wrap(
         self,
@@ -435,15 +438,20 @@ class _ModuleWriter:
         cls: ast.ClassDef,
         item: ast.AST | None = None,
         *,
-        classmethod: bool = False,
+        owner: str,
     ) -> str:
-        """``value`` as the caller should see it: facades of manifest classes are wrapped."""
+        """``value`` as the caller should see it: facades of manifest classes are wrapped.
+
+        A facade made by an instance keeps that instance (``owner``) alive: collecting a client
+        facade closes its client, which must not happen while its ``cards`` are still in use.
+        """
         if returns is None:
             return value
         if _is_self(returns, cls):
-            return f"{'cls' if classmethod else 'type(self)'}._wrap({value})"
+            return f"cls._wrap({value})" if owner == "cls" else f"type(self)._wrap({value}, self)"
         if isinstance(returns, ast.Name) and returns.id in self.manifest.classes:
-            return f"{self.manifest.classes[returns.id]}._wrap({value})"
+            kept = "" if owner in ("cls", "None") else f", {owner}"
+            return f"{self.manifest.classes[returns.id]}._wrap({value}{kept})"
         manifest_inside = [
             n
             for n in ast.walk(returns)
@@ -523,9 +531,9 @@ class _ModuleWriter:
         args.defaults = [d for d in pos_defaults[first_default:] if d is not None]
         args.kwonlyargs = [arg for arg, _ in keep_kw]
         args.kw_defaults = [d for _, d in keep_kw]
-        for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
-            if arg is not None and arg.annotation is not None:
-                arg.annotation = self.map_annotation(arg.annotation)
+        for parameter in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+            if parameter is not None and parameter.annotation is not None:
+                parameter.annotation = self.map_annotation(parameter.annotation)
         return args, ", ".join(forward)
 
     def check_parameter(self, cls: ast.ClassDef, item: ast.AST, arg: ast.arg) -> None:
@@ -602,7 +610,7 @@ class _ModuleWriter:
                     and id(node) not in in_annotations
                     and node.id not in parameters
                 )
-        local = {cls.name for cls in body} | {"facade", "_async", "_portal"}
+        local = {cls.name for cls in body} | {"facade", "_async", "_owner", "_portal"}
         sync_home = {self.manifest.classes[c]: m for c, m in self.renderer.home.items()}
         runtime: set[_Import] = set()
         typing_only: set[_Import] = set()

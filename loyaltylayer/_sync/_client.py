@@ -29,11 +29,13 @@ class LoyaltyLayer:
     """
 
     _async: AsyncLoyaltyLayer
+    _owner: object
 
     @classmethod
-    def _wrap(cls, inner: AsyncLoyaltyLayer) -> Self:
+    def _wrap(cls, inner: AsyncLoyaltyLayer, owner: object = None) -> Self:
         facade = cls.__new__(cls)
         facade._async = inner
+        facade._owner = owner
         _portal.track(facade, inner)
         return facade
 
@@ -79,12 +81,12 @@ class LoyaltyLayer:
     @property
     def cards(self) -> Cards:
         """Card encryption keys and tokenization."""
-        return Cards._wrap(self._async.cards)
+        return Cards._wrap(self._async.cards, self)
 
     @property
     def passes(self) -> Passes:
         """Create, batch-create, read, update and cancel passes."""
-        return Passes._wrap(self._async.passes)
+        return Passes._wrap(self._async.passes, self)
 
     @property
     def limiter(self) -> Limiter:
@@ -120,6 +122,7 @@ class LoyaltyLayer:
         enrol token may wait for its batch to fill.
         """
         return _portal.iterate(
+            self,
             self._async.enroll,
             records=records,
             plan_id=plan_id,

@@ -27,11 +27,13 @@ class Cards:
     """Card tokenization: a card goes in encrypted, a single-use ``enrol_token`` comes out."""
 
     _async: AsyncCards
+    _owner: object
 
     @classmethod
-    def _wrap(cls, inner: AsyncCards) -> Self:
+    def _wrap(cls, inner: AsyncCards, owner: object = None) -> Self:
         facade = cls.__new__(cls)
         facade._async = inner
+        facade._owner = owner
         return facade
 
     def encryption_keys(self) -> EncryptionKeySet:
@@ -68,11 +70,13 @@ class Passes:
     """Lounge passes and eSIMs: create (alone or in batches), read, update, cancel."""
 
     _async: AsyncPasses
+    _owner: object
 
     @classmethod
-    def _wrap(cls, inner: AsyncPasses) -> Self:
+    def _wrap(cls, inner: AsyncPasses, owner: object = None) -> Self:
         facade = cls.__new__(cls)
         facade._async = inner
+        facade._owner = owner
         return facade
 
     def create(

@@ -1,0 +1,1 @@
+"""The fixture's async implementation (the generator's input)."""

@@ -1,0 +1,39 @@
+"""The benchmark harness runs end to end with tiny sizes and writes its table and JSON.
+
+Only that it works is checked here: the figures themselves are measurements, judged in the
+table, never timed assertions in the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert data["profile"] == "smoke"
+    figures = {row["figure"].split()[0] for row in data["figures"]}
+    assert figures >= {"1", "2", "3", "4", "5", "6", "7", "8", "9"}, data["figures"]
+    broken = [
+        row["figure"]
+        for row in data["figures"]
+        if row["note"].startswith("unavailable") and "redis-server" not in row["note"]
+    ]
+    assert not broken, broken
+    assert "| figure | measured | baseline | ratio | goal | met? |" in result.stdout
+    assert out.with_suffix(".md").read_text() in result.stdout

@@ -1,0 +1,36 @@
+"""Four worker processes share one RedisRateLimiter against one per-IP sandbox: the promise holds.
+
+Small sizes on a scaled window (100 requests per 1 s, 1 s block), judged by the sandbox's own
+journal: not one 429, no window of the server's count over the limit, and at least 90 % of the
+budget used by the four together. The same workers make figure 9 of ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the workers live in benchmarks/, beside tests/
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._servers import SandboxProcess  # noqa: E402
+from benchmarks.redis_workers import LIMIT, judge, run_workers  # noqa: E402
+
+PER = 1.0
+RECORDS_PER_WORKER = 60
+
+
+def test_four_workers_share_one_budget(redis_url: str) -> None:
+    with SandboxProcess.run(
+        rate_limit=LIMIT, rate_window=PER, block=PER, window_kind="sliding"
+    ) as sandbox:
+        _wall, created = run_workers(
+            sandbox.base_url, redis_url, per=PER, records=RECORDS_PER_WORKER
+        )
+        seen = judge(sandbox.journal(), per=PER)
+    assert created == 4 * RECORDS_PER_WORKER
+    assert seen["rejected_429"] == 0, seen
+    assert seen["max_in_any_window"] <= LIMIT, seen
+    assert seen["budget_used"] is not None
+    assert seen["budget_used"] >= 0.9, seen

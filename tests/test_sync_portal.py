@@ -1,0 +1,217 @@
+"""The portal, in this process: threads, the deadlock guard, exceptions, contextvars, iterators,
+context managers and Ctrl-C, through the generated fixture facade and small coroutines."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import contextlib
+import contextvars
+import gc
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sync_fixtures._async._client import FixtureAPIError
+from sync_fixtures._sync import LoyaltyLayer
+from sync_fixtures.server import Server
+
+from loyaltylayer import _portal
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with Server() as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[LoyaltyLayer]:
+    with LoyaltyLayer(server.url) as client:
+        yield client
+
+
+def _portal_tasks() -> int:
+    async def count() -> int:
+        return len(asyncio.all_tasks()) - 1  # not this one
+
+    return _portal.call(count)
+
+
+def test_64_threads_share_one_loop_thread_and_one_pool(client: LoyaltyLayer) -> None:
+    results: dict[tuple[int, int], str] = {}
+
+    def work(t: int) -> None:
+        for i in range(50):
+            results[t, i] = client.cards.tokenize(f"t{t}", f"i{i}", idempotency_key="k")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {(t, i): f"t{t}:i{i}:None:k" for t in range(64) for i in range(50)}
+    assert [t.name for t in threading.enumerate()].count(_portal.THREAD_NAME) == 1
+    assert client.connections() <= 100  # aiohttp's default connector limit: the pool was shared
+
+
+def test_a_call_from_the_portal_thread_raises_at_once() -> None:
+    async def nested() -> float:
+        return _portal.call(asyncio.sleep, 0.0, 1.0)
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="portal's own event loop thread"):
+        _portal.call(nested)
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_same_exception_object_comes_back() -> None:
+    original = KeyError("inner")
+    raised = ValueError("outer")
+    raised.__cause__ = original
+
+    async def fail() -> None:
+        raise raised
+
+    with pytest.raises(ValueError, match="outer") as caught:
+        _portal.call(fail)
+    assert caught.value is raised
+    assert caught.value.__cause__ is original
+    frames = [frame.name for frame in caught.traceback]
+    assert "test_the_same_exception_object_comes_back" in frames
+    assert "fail" in frames
+
+
+def test_api_errors_keep_class_attributes_and_cause(client: LoyaltyLayer) -> None:
+    with pytest.raises(FixtureAPIError) as caught:
+        client.passes.fail(404)
+    assert caught.value.status == 404
+    assert type(caught.value.__cause__).__name__ == "ClientResponseError"
+
+
+def test_a_timeout_raised_by_the_coroutine_is_not_a_polling_timeout() -> None:
+    error = TimeoutError("the coroutine's own")
+
+    async def slow_then_fail() -> None:
+        await asyncio.sleep(0.35)  # several polling intervals
+        raise error
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as caught:
+        _portal.call(slow_then_fail)
+    assert caught.value is error
+    assert time.monotonic() - started >= 0.35
+
+
+def test_the_callers_contextvars_are_visible() -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    request_id.set("req-42")
+
+    async def read() -> str:
+        return request_id.get()
+
+    async def items() -> AsyncIterator[str]:
+        yield request_id.get()
+
+    assert _portal.call(read) == "req-42"
+    assert list(_portal.iterate(None, items)) == ["req-42"]
+
+
+def test_full_iteration_and_early_break_runs_the_generators_finally(client: LoyaltyLayer) -> None:
+    assert list(client.count(3, start=5)) == [5, 6, 7]
+    assert client._async.finalized == ["count"]
+    for item in client.count(10):
+        if item == 1:
+            break
+    assert client._async.finalized == ["count", "count"]
+    assert client._async.yielded == [5, 6, 7, 0]
+    assert _portal_tasks() == 0
+
+
+def test_an_abandoned_iterator_is_closed_when_collected(client: LoyaltyLayer) -> None:
+    iterator = client.count(10)
+    assert next(iterator) == 0
+    del iterator
+    assert client._async.finalized == ["count"]
+    assert _portal_tasks() == 0
+
+
+def test_a_timeout_spanning_yields_fires_on_time() -> None:
+    async def ticks() -> AsyncIterator[int]:
+        async with asyncio.timeout(0.3):
+            for i in range(100):
+                await asyncio.sleep(0.05)
+                yield i
+
+    seen: list[int] = []
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        seen.extend(_portal.iterate(None, ticks))
+    assert time.monotonic() - started < 1.0
+    assert 3 <= len(seen) < 10
+
+
+def test_a_context_manager_enters_and_exits_in_one_task(client: LoyaltyLayer) -> None:
+    with client.scope("a") as value:
+        assert value == "a"
+        assert client._async.finalized == ["enter a"]
+    assert client._async.finalized == ["enter a", "exit a"]
+
+    tasks: list[asyncio.Task[object] | None] = []
+
+    @contextlib.asynccontextmanager
+    async def suppressing() -> AsyncIterator[None]:
+        tasks.append(asyncio.current_task())
+        try:
+            yield
+        except ValueError:
+            pass
+        finally:
+            tasks.append(asyncio.current_task())
+
+    with _portal.context(None, suppressing):
+        raise ValueError("suppressed by __aexit__")
+    assert tasks[0] is tasks[1]
+    with pytest.raises(KeyError), _portal.context(None, suppressing):
+        raise KeyError("not suppressed")
+
+
+def test_ctrl_c_cancels_the_call_and_the_next_call_works(client: LoyaltyLayer) -> None:
+    cancelled = threading.Event()
+
+    async def long() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _portal.call(long)
+    assert time.monotonic() - started < 1.0
+    assert cancelled.is_set()
+    assert _portal_tasks() == 0
+    assert client.get("/echo/after") == "after"
+
+
+def test_a_collected_client_is_closed_but_not_while_its_children_are_in_use(server: Server) -> None:
+    client = LoyaltyLayer(server.url)
+    inner = client._async
+    numbers = client.count(3)
+    cards = client.cards
+    del client
+    gc.collect()
+    assert list(numbers) == [0, 1, 2]  # the iterator kept its client open
+    assert cards.tokenize("c", "p") == "c:p:None:None"
+    assert inner._session is not None
+    del numbers, cards
+    gc.collect()
+    deadline = time.monotonic() + 2
+    while inner._session is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert inner._session is None
