@@ -9,6 +9,7 @@ waits for a refresh.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -56,10 +57,18 @@ class TokenManager:
         inflight = self._inflight
         if inflight is None or inflight.done():
             inflight = self._inflight = asyncio.ensure_future(self._renew())
-        if self._token is not None and now < self._expires_at:
             inflight.add_done_callback(_consume_exception)
+        if self._token is not None and now < self._expires_at:
             return self._token
         return await asyncio.shield(inflight)
+
+    async def aclose(self) -> None:
+        """Stop a refresh still running (the client is closing)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None and not inflight.done():
+            inflight.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await inflight
 
     def forget_inflight(self) -> None:
         """Drop a refresh started in another process (before a fork): it will never finish here."""

@@ -270,6 +270,8 @@ class Transport:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._session_pid == os.getpid():
+            await self._auth.aclose()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             if self._session_pid != os.getpid():
@@ -338,7 +340,15 @@ class Transport:
         if call.first_error is not None:
             error, call.first_error = call.first_error, None
             raise error
-        return await self._attempt(call)
+        if call.deadline_at is None:
+            return await self._attempt(call)
+        try:
+            async with asyncio.timeout_at(call.deadline_at) as deadline:
+                return await self._attempt(call)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise self._deadline_error(call) from None
 
     async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
         """One attempt; when the token was rejected as expired, one more with a fresh token."""
@@ -352,6 +362,8 @@ class Transport:
         if call.idempotency_key is not None:
             headers["Idempotency-Key"] = call.idempotency_key
         limiter = self.limiter
+        if call.deadline_at is not None and asyncio.get_running_loop().time() >= call.deadline_at:
+            raise self._deadline_error(call)
         async with limiter.lease(priority=call.priority):
             timeout = self._attempt_timeout(call)
             call.attempts += 1

@@ -288,3 +288,22 @@ def test_server_block_pauses_the_job_and_it_resumes(tmp_path: Path) -> None:
     for t0 in starts:
         during = [e for e in journal if t0 + 0.25 < e["time"] < t0 + 1.0]
         assert during == []
+
+
+def test_a_duplicate_row_never_undoes_a_created_record(tmp_path: Path) -> None:
+    sandbox = SandboxProcess("--rate-key", "off", "--idempotency-ttl", "1")
+    try:
+        source = write_input(tmp_path / "in.csv", 2)
+        with source.open("a", encoding="utf-8") as stream:
+            stream.write(
+                "4111111111111111,12/29,ADA LOVELACE,123,Ada,Again,again@example.com,R00000\n"
+            )
+        for attempt in range(3):
+            code, _, err = run(enroll_args(source), tmp_path, sandbox.url)
+            assert (code, err) == (1, ""), attempt
+            time.sleep(1.2)  # the server forgets the idempotency keys in between
+        assert_one_pass_each(sandbox, 2)
+        created = [r for r in rows(tmp_path / "results.jsonl")[1:] if r["status"] == "created"]
+        assert sorted(r["key"] for r in created) == ["R00000", "R00001"]
+    finally:
+        sandbox.close()

@@ -247,3 +247,30 @@ async def test_new_pass_helper_counts_requests() -> None:
     async with running() as (_, client):
         await new_pass(client)
         assert client.attempts == 4
+
+
+async def test_a_retry_that_would_end_past_the_deadline_is_not_waited_for() -> None:
+    config = SandboxConfig(rate_limit=1, rate_window=60.0, block=60.0)
+    async with running(config, rate_limit=None, deadline=30.0) as (sandbox, client):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ll.RateLimitError) as excinfo:
+            await client.passes.status("pss_1")
+        assert loop.time() - started < 1.0
+        assert excinfo.value.retry_after == 60
+        assert excinfo.value.attempts == 1
+        assert [e.status for e in paths(sandbox.journal(), "/v1/pass/status")] == [429]
+
+
+async def test_key_rotation_with_a_maximal_idempotency_key_stays_within_the_limit() -> None:
+    async with running() as (sandbox, client):
+        await client.cards.tokenize(card(), plan_id="pp-gold")
+        sandbox.rotate_keys()
+        key = "k" * 255
+        token = await client.cards.tokenize(card(), plan_id="pp-gold", idempotency_key=key)
+        assert token.card_last4 == "1111"
+        sent = [e.idempotency_key for e in paths(sandbox.journal(), "/v1/card/tokenize")][-2:]
+        assert sent[0] == key
+        assert sent[1] is not None
+        assert sent[1].startswith("rk_")
+        assert len(sent[1]) == 67

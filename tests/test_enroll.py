@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import Counter
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -210,3 +212,53 @@ def test_rows_without_reference_get_a_content_key_without_the_pan() -> None:
     assert record.key == ll.EnrollRecord.from_row(dict(row)).key
     other = ll.EnrollRecord.from_row(row | {"email": "other@example.com"})
     assert other.key != record.key
+
+
+async def test_closing_after_an_early_break_returns_promptly() -> None:
+    invalid = [{"card_number": "1", "first_name": "A"}] * 300
+    async with running(SandboxConfig(rate_key="off")) as (_, client):
+
+        async def consume() -> str:
+            async with aclosing(client.enroll(invalid, plan_id="pp-gold")) as outcomes:
+                async for outcome in outcomes:
+                    await asyncio.sleep(0.01)
+                    return outcome.status
+            return "none"
+
+        assert await asyncio.wait_for(consume(), 5.0) == "failed"
+
+
+async def test_cancelling_a_running_enrollment_completes() -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        sandbox.add_fault(Fault(route="/v1/card/tokenize", kind="latency", latency=0.5))
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async for outcome in client.enroll(rows(100), plan_id="pp-gold"):
+                seen.append(outcome.status)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(1.0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5.0)
+        assert done == {task}
+        assert task.cancelled()
+        assert sandbox.passes() == []
+
+
+async def test_a_batch_that_cannot_be_built_fails_its_records_instead_of_losing_them() -> None:
+    checkpoint = DictCheckpoint()
+    checkpoint.saved["ref-0"] = ll.PendingEnrollment(
+        key="ref-0",
+        idempotency_key="enr_hand_edited",
+        enrol_token="",
+        token_expires_at=dt.datetime.now(dt.UTC),
+    )
+    async with running(SandboxConfig(rate_key="off")) as (_, client):
+        outcomes = await collect(client, rows(3), job_id="j", checkpoint=checkpoint)
+        by_key = {o.key: o for o in outcomes}
+        assert set(by_key) == {"ref-0", "ref-1", "ref-2"}
+        assert by_key["ref-0"].status == "failed"
+        assert isinstance(by_key["ref-0"].error, ll.ValidationError)
+        assert by_key["ref-0"].error.errors == {"enrol_token": "must be 1 to 256 characters"}
+        assert (by_key["ref-1"].status, by_key["ref-2"].status) == ("created", "created")

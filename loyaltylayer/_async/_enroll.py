@@ -87,7 +87,11 @@ class _Job:
                     group.create_task(self._tokenizer())
                 group.create_task(self._batcher(group))
         finally:
-            await self.outcomes.put(None)
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                # The consumer is still reading (normal end or an error to re-raise); when the
+                # job is cancelled, it is the consumer that cancelled it and nobody reads.
+                await self.outcomes.put(None)
 
     async def _emit(self, outcome: EnrollOutcome) -> None:
         await self.outcomes.put(outcome)
@@ -100,20 +104,18 @@ class _Job:
 
     async def _read(self, records: RecordSource) -> None:
         index = 0
-        try:
-            if isinstance(records, AsyncIterable):
-                async for record in records:
-                    await self._admit(index, record)
-                    index += 1
-            else:
-                for record in records:
-                    await self._admit(index, record)
-                    index += 1
-        finally:
-            self._reader_done = True
-            for _ in range(self._concurrency):
-                await self._to_tokenize.put(None)
-            self._changed()
+        if isinstance(records, AsyncIterable):
+            async for record in records:
+                await self._admit(index, record)
+                index += 1
+        else:
+            for record in records:
+                await self._admit(index, record)
+                index += 1
+        self._reader_done = True
+        for _ in range(self._concurrency):
+            await self._to_tokenize.put(None)
+        self._changed()
 
     async def _admit(self, index: int, raw: EnrollRecord | Mapping[str, str]) -> None:
         if isinstance(raw, EnrollRecord):
@@ -232,18 +234,19 @@ class _Job:
         self, batch: list[_Work], senders: asyncio.Semaphore, group: asyncio.TaskGroup
     ) -> None:
         try:
-            requests = [
-                PassRequest(
-                    plan_id=self._plan_id,
-                    holder=work.record.holder,
-                    enrol_token=work.enrol_token,
-                    reference=work.record.reference,
-                    metadata=work.record.metadata,
-                    idempotency_key=work.idempotency_key,
-                )
-                for work in batch
-            ]
+            sendable: list[_Work] = []
+            requests: list[PassRequest] = []
+            for work in batch:
+                try:
+                    requests.append(self._request_for(work))
+                except ValidationError as error:  # a hand-edited checkpoint row
+                    await self._fail(work, error)
+                else:
+                    sendable.append(work)
+            if not requests:
+                return
             result = await self._passes.batch_create(requests)
+            batch = sendable
             for work, item in zip(batch, result.items, strict=True):
                 work.attempts += 1
                 if item.pass_ is not None:
@@ -273,6 +276,16 @@ class _Job:
             self._sending -= 1
             senders.release()
             self._changed()
+
+    def _request_for(self, work: _Work) -> PassRequest:
+        return PassRequest(
+            plan_id=self._plan_id,
+            holder=work.record.holder,
+            enrol_token=work.enrol_token,
+            reference=work.record.reference,
+            metadata=work.record.metadata,
+            idempotency_key=work.idempotency_key,
+        )
 
     @staticmethod
     def _token_was_refused(error: LoyaltyLayerError | None) -> bool:

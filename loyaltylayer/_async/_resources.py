@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -44,6 +45,15 @@ from .._transport import Response, Transport, new_idempotency_key
 __all__ = ["AsyncCards", "AsyncPasses"]
 
 _KEYS_MAX_AGE = 3600.0
+
+
+def _rekeyed(key: str) -> str:
+    """The key for the one retry after a key rotation: the card is re-encrypted, so the body
+    differs and the first key cannot be reused (kept within the 255-character limit)."""
+    rekeyed = f"{key}.rekeyed"
+    if len(rekeyed) <= _rules.IDEMPOTENCY_KEY_MAX:
+        return rekeyed
+    return "rk_" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _require_valid(errors: dict[str, str]) -> None:
@@ -123,9 +133,7 @@ class AsyncCards:
         except BadRequestError as error:
             if error.error != "invalid_encryption_key":
                 raise
-        return await self._tokenize_once(
-            card, plan_id, card_type, f"{key}.rekeyed", refresh_keys=True
-        )
+        return await self._tokenize_once(card, plan_id, card_type, _rekeyed(key), refresh_keys=True)
 
     async def _tokenize_once(
         self, card: Card, plan_id: str, card_type: str | None, key: str, *, refresh_keys: bool

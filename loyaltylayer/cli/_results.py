@@ -95,6 +95,10 @@ class JobInfo:
         )
 
 
+INVALID_RECORD = "invalid_record"
+"""The error code of a row that failed the local checks: no request was sent for it."""
+
+
 def _error_json(error: LoyaltyLayerError) -> dict[str, Any]:
     data: dict[str, Any] = {"retryable": error.retryable}
     if isinstance(error, APIStatusError):
@@ -102,7 +106,7 @@ def _error_json(error: LoyaltyLayerError) -> dict[str, Any]:
         if error.fields:
             data["fields"] = error.fields
     elif isinstance(error, ValidationError):
-        data |= {"code": "invalid_record", "message": str(error), "fields": error.errors}
+        data |= {"code": INVALID_RECORD, "message": str(error), "fields": error.errors}
     else:
         code = (
             "timeout"
@@ -198,12 +202,17 @@ class ResultsFile(EnrollCheckpoint):
     def _apply(row: Any, done: set[str], pending: dict[str, PendingEnrollment]) -> None:
         if not isinstance(row, dict) or not isinstance(key := row.get("key"), str):
             return
+        error = row.get("error") or {}
+        if key in done or error.get("code") == INVALID_RECORD:
+            # A created record stays created, whatever a later row says (a duplicate row of the
+            # input fails under the same key); and a row that failed the local checks sent
+            # nothing, so it says nothing about what the server has.
+            return
         status = row.get("status")
         if status == "created":
             done.add(key)
             pending.pop(key, None)
         elif status == "pending":
-            done.discard(key)
             pending[key] = PendingEnrollment(
                 key=key,
                 idempotency_key=row["idempotency_key"],
@@ -211,8 +220,6 @@ class ResultsFile(EnrollCheckpoint):
                 token_expires_at=dt.datetime.fromisoformat(row["token_expires_at"]),
             )
         elif status == "failed":
-            done.discard(key)
-            error = row.get("error") or {}
             sent = pending.get(key)
             if (
                 sent is not None
@@ -308,7 +315,7 @@ class ResultsFile(EnrollCheckpoint):
                 "card": card,
                 "error": {
                     "retryable": False,
-                    "code": "invalid_record",
+                    "code": INVALID_RECORD,
                     "message": describe_errors(errors),
                     "fields": dict(errors),
                 },
