@@ -6,20 +6,10 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["COLUMNS", "rows", "write_csv"]
+from loyaltylayer._enroll_models import RECORD_FIELDS
 
-COLUMNS = (
-    "card_number",
-    "card_expiry",
-    "name_on_card",
-    "cvv",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "country",
-    "reference",
-)
+__all__ = ["rows", "write_csv"]
+
 
 # Test PANs that pass the Luhn check; the sandbox accepts any of them.
 _CARDS = ("4111111111111111", "4242424242424242", "5555555555554444", "378282246310005")
@@ -46,7 +36,7 @@ def rows(count: int, *, prefix: str = "BENCH") -> Iterator[dict[str, str]]:
 def write_csv(path: Path, count: int) -> Path:
     """A CSV input file of ``count`` rows, as the CLI reads it."""
     with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer = csv.DictWriter(file, fieldnames=RECORD_FIELDS)
         writer.writeheader()
         writer.writerows(rows(count))
     return path
