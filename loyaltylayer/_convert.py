@@ -181,14 +181,16 @@ def _explain(data: Any, cls: type[Any]) -> str:
     return "it does not match the contract"
 
 
-def _reading(cls: type[T], read: Callable[[], T], data: Any, context: dict[str, Any]) -> T:
+def _reading(
+    cls: type[T], read: Callable[[], T], data: Any, context: Callable[[], dict[str, Any]]
+) -> T:
     token = reading_server_data.set(True)
     try:
         return read()
     except Exception as exc:
         reason = _explain(data, cls)
         raise UnexpectedResponseError(
-            f"reply does not match {cls.__name__}: {reason}", **context
+            f"reply does not match {cls.__name__}: {reason}", **context()
         ) from exc
     finally:
         reading_server_data.reset(token)
@@ -196,22 +198,31 @@ def _reading(cls: type[T], read: Callable[[], T], data: Any, context: dict[str, 
 
 def structure(data: Any, cls: type[T], **context: Any) -> T:
     """Read a reply body as ``cls``; ``context`` (method, path, ids) goes on the error."""
-    return _reading(cls, lambda: converter.structure(data, cls), data, context)
+    return _reading(cls, lambda: converter.structure(data, cls), data, lambda: context)
 
 
-def structure_pass(data: Any, *, replayed: bool, **context: Any) -> Pass:
+def structure_pass(
+    data: Any,
+    *,
+    replayed: bool,
+    idempotency_key: str | None,
+    context: Callable[[], dict[str, Any]],
+) -> Pass:
     """Read a pass object as the class its ``type`` names (``UnknownPass`` for new types).
 
-    The request's ``idempotency_key`` (from ``context``) and ``replayed`` go on the pass.
+    The request's ``idempotency_key`` and ``replayed`` go on the pass. ``context`` gives the
+    error's request details; it is called only on failure, since every pass read would
+    otherwise build them for nothing.
     """
     if not isinstance(data, Mapping):
         raise UnexpectedResponseError(
-            f"reply does not match Pass: expected an object, got {type(data).__name__}", **context
+            f"reply does not match Pass: expected an object, got {type(data).__name__}",
+            **context(),
         )
     kind = data.get("type")
     cls: type[Pass] = PASS_TYPES.get(kind, UnknownPass) if isinstance(kind, str) else UnknownPass
     fields = _split(cls, data)
-    fields["idempotency_key"] = context.get("idempotency_key")
+    fields["idempotency_key"] = idempotency_key
     fields["replayed"] = replayed
     if cls is UnknownPass:
         fields["type"] = kind if isinstance(kind, str) else ""

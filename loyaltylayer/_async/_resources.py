@@ -72,7 +72,12 @@ def _context(response: Response, path: str) -> dict[str, Any]:
 
 
 def _pass_from(response: Response, path: str) -> Pass:
-    return structure_pass(response.data, replayed=response.replayed, **_context(response, path))
+    return structure_pass(
+        response.data,
+        replayed=response.replayed,
+        idempotency_key=response.idempotency_key,
+        context=partial(_context, response, path),
+    )
 
 
 class AsyncCards:
@@ -265,7 +270,12 @@ class AsyncPasses:
             elif result.get("status") == "created":
                 replayed = result.get("replayed") is True
                 try:
-                    created = structure_pass(result.get("pass"), replayed=replayed, **item_context)
+                    created = structure_pass(
+                        result.get("pass"),
+                        replayed=replayed,
+                        idempotency_key=keys[index],
+                        context=partial(dict, item_context),
+                    )
                 except LoyaltyLayerError as bad_reply:
                     out.append(item(error=bad_reply))
                 else:
