@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import test_utils
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -44,7 +44,7 @@ def test_legacy_sync_script_enrolls_the_demo_file() -> None:
 
 async def test_aiohttp_app_creates_and_reads_a_pass() -> None:
     app = load("aiohttp_app").make_app(use_sandbox=True)
-    async with TestClient(TestServer(app)) as http:
+    async with test_utils.TestClient(test_utils.TestServer(app)) as http:
         body = {
             "plan_id": "pp-gold",
             "card_number": "4111111111111111",
