@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from sandbox_process import SandboxProcess
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -18,16 +19,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def sandbox_url() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loyaltylayer.sandbox", "--port", "0", "--rate-key", "off"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline().strip()
-    yield first.rsplit(" ", 1)[-1]
-    process.terminate()
-    process.wait(10)
+    sandbox = SandboxProcess("--rate-key", "off")
+    yield sandbox.url
+    sandbox.close()
 
 
 def test_after_fork_child_and_parent_both_keep_working(sandbox_url: str) -> None:
