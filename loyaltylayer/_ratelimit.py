@@ -110,6 +110,14 @@ class Limiter(abc.ABC):
     async def blocked_for(self) -> float:
         """Seconds left of the current server block; 0.0 when there is none."""
 
+    @property
+    def config(self) -> RateLimit | None:
+        """The budget this limiter paces to, or ``None`` when it does not pace.
+
+        The enrollment engine reads it to spread a job's first window of requests.
+        """
+        return None
+
     def bind(self, origin: str) -> Self:
         """Pace requests to ``origin`` (``scheme://host:port`` of the API); returns ``self``.
 

@@ -98,7 +98,8 @@ async def test_enroll_packs_full_batches_and_reports_every_record() -> None:
         ]
         assert [e for e in journal if e.status == 429] == []
         assert len(sandbox.passes()) == 250
-        assert 2 * 61.0 <= elapsed <= 2 * 61.0 + 5.0
+        # Longer than one window, so spread at the budget's pace: 255 requests at 100 per 60 s.
+        assert 255 * 0.6 <= elapsed <= 255 * 0.6 + 2.0
 
 
 async def test_idempotency_keys_are_deterministic_per_job_and_record() -> None:
@@ -262,3 +263,43 @@ async def test_a_batch_that_cannot_be_built_fails_its_records_instead_of_losing_
         assert isinstance(by_key["ref-0"].error, ll.ValidationError)
         assert by_key["ref-0"].error.errors == {"enrol_token": "must be 1 to 256 characters"}
         assert (by_key["ref-1"].status, by_key["ref-2"].status) == ("created", "created")
+
+
+async def tokenize_offsets(records: int) -> list[float]:
+    """When each tokenize reached a sandbox limiting 10 requests per second, from the first."""
+    rate = ll.RateLimit(requests=10, per=1.0)
+    config = SandboxConfig(seed=1, rate_limit=10, rate_window=1.0, window_kind="sliding")
+    async with running(config, rate_limit=rate) as (sandbox, client):
+        outcomes = await collect(client, rows(records))
+        journal = sandbox.journal()
+    assert Counter(o.status for o in outcomes) == {"created": records}
+    assert [e for e in journal if e.status == 429] == []
+    times = [e.time for e in paths(journal, "/v1/card/tokenize")]
+    return [round(t - times[0], 3) for t in times]
+
+
+async def test_a_job_longer_than_one_window_spreads_its_first_window_evenly() -> None:
+    # 10 tokenizes and a batch-create: more than one window of 10 requests. The access token
+    # and the encryption keys took two leases at the start, so the ninth tokenize waits for them.
+    offsets = await tokenize_offsets(10)
+    assert offsets == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.017, 1.017]
+
+
+async def test_later_windows_repeat_the_spread_of_the_first() -> None:
+    offsets = await tokenize_offsets(25)
+    hold = ll.RateLimit(requests=10, per=1.0).hold
+    # Each lease is taken again one hold after its reply, which came at once (virtual time).
+    assert offsets[10:18] == pytest.approx([t + hold for t in offsets[:8]], abs=0.002)
+    assert offsets[20:25] == pytest.approx([t + hold for t in offsets[10:15]], abs=0.002)
+
+
+async def test_a_job_that_fits_in_one_window_goes_at_once() -> None:
+    # The token, the keys, 7 tokenizes and a batch-create: the 10 requests of one window.
+    assert await tokenize_offsets(7) == [0.0] * 7
+
+
+async def test_an_unpaced_client_does_not_spread() -> None:
+    async with running(SandboxConfig(seed=1, rate_key="off"), rate_limit=None) as (sandbox, client):
+        await collect(client, rows(150))
+        times = [e.time for e in paths(sandbox.journal(), "/v1/card/tokenize")]
+    assert max(times) - min(times) < 0.01

@@ -170,6 +170,11 @@ class AsyncLoyaltyLayer:
         record's create then carries the same idempotency key and is replayed, never repeated.
         ``concurrency`` is the number of cards tokenized at once; ``max_wait`` is how long an
         enrol token may wait for its batch to fill.
+
+        A job that needs more than one window of the rate limit spreads its first window's
+        requests evenly across the window; later windows repeat that shape, so the server sees
+        a steady stream instead of a burst per window, and a pause delays one request rather
+        than every request queued behind it. A job that fits in one window goes at once.
         """
         errors: dict[str, str] = {}
         check_id(errors, "plan_id", plan_id)
@@ -190,6 +195,7 @@ class AsyncLoyaltyLayer:
             checkpoint=checkpoint or MemoryCheckpoint(),
             concurrency=concurrency,
             max_wait=float(max_wait),
+            rate=self._transport.limiter.config,
         )
         async with aclosing(outcomes):
             async for outcome in outcomes:

@@ -11,7 +11,9 @@ instead of making a second pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import math
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 
 import attrs
@@ -27,6 +29,7 @@ from .._enroll_models import (
 )
 from .._errors import BadRequestError, LoyaltyLayerError, ValidationError
 from .._models import PassRequest
+from .._ratelimit import RateLimit
 from .._rules import MAX_BATCH
 from ._resources import AsyncCards, AsyncPasses
 
@@ -38,6 +41,55 @@ RecordSource = (
 
 _WAKE = object()
 _TOKEN_SAFETY = dt.timedelta(seconds=60)
+
+
+class _Ramp:
+    """Spreads a job's first window of tokenize requests evenly across the window.
+
+    A lease frees up one window after its reply, so the shape of the first window's traffic
+    repeats in every later window. Sent as a burst, those requests queue behind one another at
+    the server, and any pause there or here (a garbage collection, a batch being built) delays
+    every request behind it, window after window. Spread at the budget's own pace, each window
+    is a steady stream that a pause barely touches. A job that fits in one window is not spread:
+    it finishes sooner as a burst, and there is no later window to repeat its shape.
+    """
+
+    def __init__(self, rate: RateLimit | None) -> None:
+        self._budget = 0 if rate is None else rate.requests
+        self._interval = 0.0 if rate is None else rate.per / rate.requests
+        self._turns = 0
+        self._start = 0.0
+        self._lifted = asyncio.Event()
+
+    @property
+    def look_ahead(self) -> int:
+        """Records to read ahead, so a job that fits in one window is known before it is spread."""
+        return self._budget
+
+    def input_ended(self, requests: int) -> None:
+        """The whole input is read and needs ``requests`` requests: lift the ramp if they fit."""
+        if requests <= self._budget:
+            self._lifted.set()
+
+    async def wait_turn(self) -> None:
+        """Wait until the job's next request is due: never ahead of the budget's pace.
+
+        The limiter's leases free up a little slower than this pace (each is held a margin
+        longer than the window), so after the first window it is they that set the pace.
+        """
+        turn = self._turns
+        self._turns += 1
+        if self._lifted.is_set() or not self._interval:
+            return
+        loop = asyncio.get_running_loop()
+        if turn == 0:
+            self._start = loop.time()
+            return
+        delay = self._start + turn * self._interval - loop.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._lifted.wait()
 
 
 @attrs.define(kw_only=True)
@@ -62,6 +114,7 @@ class _Job:
         checkpoint: EnrollCheckpoint,
         concurrency: int,
         max_wait: float,
+        rate: RateLimit | None,
     ) -> None:
         self._cards = cards
         self._passes = passes
@@ -70,12 +123,17 @@ class _Job:
         self._checkpoint = checkpoint
         self._concurrency = concurrency
         self._max_wait = max_wait
+        self._ramp = _Ramp(rate)
         self.outcomes: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(concurrency + MAX_BATCH)
-        self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(concurrency)
+        self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(
+            max(concurrency, self._ramp.look_ahead)
+        )
         self._ready: asyncio.Queue[_Work | object] = asyncio.Queue()
         self._room = asyncio.Semaphore(2 * MAX_BATCH + concurrency)
         """Tokenized records waiting for, or in, the next batch: bounded, so memory is."""
         self._upstream = 0
+        self._to_tokenize_total = 0
+        self._resent_total = 0
         self._reader_done = False
         self._sending = 0
 
@@ -113,6 +171,8 @@ class _Job:
                 await self._admit(index, record)
                 index += 1
         self._reader_done = True
+        batches = math.ceil((self._to_tokenize_total + self._resent_total) / MAX_BATCH)
+        self._ramp.input_ended(self._to_tokenize_total + batches)
         for _ in range(self._concurrency):
             await self._to_tokenize.put(None)
         self._changed()
@@ -147,16 +207,19 @@ class _Job:
                 enrol_token=pending.enrol_token,
                 token_expires_at=pending.token_expires_at,
             )
+            self._resent_total += 1
             await self._room.acquire()
             self._ready.put_nowait(work)
             return
         self._upstream += 1
+        self._to_tokenize_total += 1
         key = enrollment_key(self._job_id, self._plan_id, record.key)
         await self._to_tokenize.put(_Work(index=index, record=record, idempotency_key=key))
 
     async def _tokenizer(self) -> None:
         while (work := await self._to_tokenize.get()) is not None:
             try:
+                await self._ramp.wait_turn()
                 await self._tokenize(work)
             finally:
                 self._upstream -= 1
@@ -309,6 +372,7 @@ async def run_enrollment(
     checkpoint: EnrollCheckpoint,
     concurrency: int,
     max_wait: float,
+    rate: RateLimit | None,
 ) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
     job = _Job(
@@ -319,6 +383,7 @@ async def run_enrollment(
         checkpoint=checkpoint,
         concurrency=concurrency,
         max_wait=max_wait,
+        rate=rate,
     )
     runner = asyncio.create_task(job.run(records))
     try:

@@ -48,11 +48,13 @@ def budget_per_second(rate: RateLimit) -> float:
 
 
 def budget_eta(requests: int, rate: RateLimit) -> float:
-    """Seconds ``requests`` take from a cold start: the first window's worth go at once, then
-    each further window's worth waits for the leases of the one before to free up."""
-    if requests <= 0:
+    """Seconds ``requests`` take from a cold start. One window's worth or fewer go at once; a
+    longer job is spread at the budget's pace (``rate.per / rate.requests`` apart), and each
+    later window repeats the first one a lease hold later."""
+    if requests <= rate.requests:
         return 0.0
-    return ((requests - 1) // rate.requests) * rate.hold
+    windows, turn = divmod(requests - 1, rate.requests)
+    return windows * rate.hold + turn * rate.per / rate.requests
 
 
 def format_duration(seconds: float) -> str:
