@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -73,13 +74,27 @@ async def _serve(config: SandboxConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with Sandbox(config) as sandbox:
-        print(f"LoyaltyLayer sandbox listening on {sandbox.base_url}", flush=True)
-        for client_id, secret in config.clients.items():
-            print(f"  client_id={client_id}  client_secret={secret}")
-        for plan_id, plan in config.plans.items():
-            print(f"  plan {plan_id}: {plan.type}")
-        print("Press Ctrl-C to stop.", flush=True)
+        _announce(sandbox.base_url, config)
         await stop.wait()
+
+
+def _announce(base_url: str, config: SandboxConfig) -> None:
+    """Print where the sandbox listens and its demo credentials, in one write.
+
+    A launcher often reads just the first line and closes the pipe; a server that then died of
+    a broken pipe on its next print would vanish mid-run, so a reader that is gone is ignored.
+    """
+    lines = [f"LoyaltyLayer sandbox listening on {base_url}"]
+    lines += [
+        f"  client_id={client}  client_secret={secret}" for client, secret in config.clients.items()
+    ]
+    lines += [f"  plan {plan_id}: {plan.type}" for plan_id, plan in config.plans.items()]
+    lines.append("Press Ctrl-C to stop.")
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # Later writes (and the flush at exit) would fail again: send them nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -72,3 +75,33 @@ def test_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--window-kind", "rolling"])
+
+
+def test_keeps_serving_when_nobody_reads_its_output() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # a launcher that closed the pipe before the banner was even written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loyaltylayer.sandbox", "--port", str(port)],
+        stdout=write_end, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    os.close(write_end)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                token = _token(url, "sandbox-client", "sandbox-secret")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the sandbox never answered"
+                time.sleep(0.05)
+        assert token["token_type"] == "Bearer"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert err == ""
