@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -303,3 +304,29 @@ async def test_an_unpaced_client_does_not_spread() -> None:
         await collect(client, rows(150))
         times = [e.time for e in paths(sandbox.journal(), "/v1/card/tokenize")]
     assert max(times) - min(times) < 0.01
+
+
+async def test_a_huge_budget_does_not_read_the_whole_input_ahead() -> None:
+    pulled = 0
+
+    def source() -> Iterator[dict[str, str]]:
+        nonlocal pulled
+        for row in rows(3000):
+            pulled += 1
+            yield row
+
+    rate = ll.RateLimit(requests=1_000_000, per=1.0)
+    ahead = 0
+    async with running(SandboxConfig(seed=1, rate_key="off"), rate_limit=rate) as (_, client):
+        async for done, _outcome in aenumerate(client.enroll(source(), plan_id="pp-gold")):
+            ahead = max(ahead, pulled - done)
+    assert pulled == 3000
+    # The look-ahead (1,000), the tokenizers, the batches being filled and sent, the outcomes.
+    assert 1_000 <= ahead <= 1_000 + 8 + 3 * 100 + 8 + 100
+
+
+async def aenumerate(items: AsyncIterator[ll.EnrollOutcome]) -> AsyncIterator[tuple[int, Any]]:
+    count = 0
+    async for item in items:
+        yield count, item
+        count += 1

@@ -40,6 +40,7 @@ RecordSource = (
 )
 
 _WAKE = object()
+_MAX_LOOK_AHEAD = 1_000
 _TOKEN_SAFETY = dt.timedelta(seconds=60)
 
 
@@ -63,8 +64,11 @@ class _Ramp:
 
     @property
     def look_ahead(self) -> int:
-        """Records to read ahead, so a job that fits in one window is known before it is spread."""
-        return self._budget
+        """Records to read ahead, so a job that fits in one window is known before it is spread.
+
+        Capped, so memory stays flat under a huge budget, whose pace is too quick to matter.
+        """
+        return min(self._budget, _MAX_LOOK_AHEAD)
 
     def input_ended(self, requests: int) -> None:
         """The whole input is read and needs ``requests`` requests: lift the ramp if they fit."""
