@@ -1,0 +1,252 @@
+"""The compiled readers read every reply exactly as cattrs' own hooks do, good or bad."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loyaltylayer import _convert
+from loyaltylayer._errors import UnexpectedResponseError
+from loyaltylayer._models import (
+    CardToken,
+    EncryptionKeySet,
+    Holder,
+    PassStatus,
+    PriorityPass,
+    UnknownPass,
+    reading_server_data,
+)
+
+HOLDER = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "email": "ada@example.com",
+    "phone": None,
+    "date_of_birth": "1815-12-10",
+    "country": None,
+}
+COMMON = {
+    "pass_id": "pss_1",
+    "status": "active",
+    "plan_id": "pp-gold",
+    "holder": HOLDER,
+    "reference": None,
+    "metadata": {"crm": "42"},
+    "created_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00+02:00",
+    "cancelled_at": None,
+}
+PASSES = [
+    COMMON | {"type": "priority_pass", "membership_number": "PP1", "dmc_qr_data": "q"},
+    COMMON
+    | {
+        "type": "lounge_key",
+        "membership_number": "LK1",
+        "dmc_qr_data": "q",
+        "valid_until": "2027-01-01",
+        "visits_remaining": 3,
+    },
+    COMMON
+    | {
+        "type": "esim",
+        "iccid": "89",
+        "activation_code": "LPA:1",
+        "qr_code_data": "q",
+        "data_allowance_mb": 1024,
+    },
+    COMMON | {"type": "new_kind", "anything": [1]},
+]
+KEY = {"kid": "k1", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP-256", "n": "AQAB", "e": "AQAB"}
+TOKEN = {
+    "enrol_token": "tok_1",
+    "expires_at": "2026-01-01T00:15:00Z",
+    "card_type": "VISA",
+    "card_last4": "1111",
+}
+CLIENT_SIDE = ["extra", "raw", "replayed", "idempotency_key"]
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=4),
+    st.sampled_from(["2026-01-01", "2026-01-01T00:00:00Z", "active", "odd", "esim", "x"]),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3) | st.integers(), max_size=2),
+    st.lists(st.integers(), max_size=2),
+    st.just(HOLDER | {"first_name": None}),
+    st.just(HOLDER | {"nickname": "A"}),
+    st.just({k: v for k, v in HOLDER.items() if k != "last_name"}),
+)
+
+
+def _changed(reply: dict[str, Any], names: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(
+        lambda changed, dropped: {
+            name: value for name, value in (reply | changed).items() if name not in dropped
+        },
+        st.dictionaries(st.sampled_from(names), values, max_size=2),
+        st.sets(st.sampled_from(names), max_size=1),
+    )
+
+
+pass_replies = st.sampled_from(PASSES).flatmap(
+    lambda reply: _changed(reply, [*reply, *CLIENT_SIDE, "valid_until"])
+)
+
+
+def _context() -> dict[str, Any]:
+    return {"status": 200, "method": "POST", "path": "/v1/pass/status", "correlation_id": "c"}
+
+
+def _by_cattrs(data: Any, cls: type[Any], **client_side: Any) -> Any:
+    """What cattrs' generated hooks make of ``data``, or the type of what they raise."""
+    token = reading_server_data.set(True)
+    try:
+        return attrs.evolve(_convert._explaining.structure(data, cls), **client_side)
+    except Exception as error:
+        return type(error)
+    finally:
+        reading_server_data.reset(token)
+
+
+def _assert_same(read: Any, expected: Any) -> None:
+    assert type(read) is type(expected)
+    assert read == expected
+    assert repr(read) == repr(expected)
+    for field in attrs.fields(type(read)):  # fields left out of == (extra, raw...) too
+        left, right = getattr(read, field.name), getattr(expected, field.name)
+        if attrs.has(type(left)):
+            _assert_same(left, right)
+        else:
+            assert left == right, field.name
+            assert type(left) is type(right), field.name
+
+
+@given(data=pass_replies, replayed=st.booleans(), key=st.none() | st.text(max_size=3))
+def test_a_pass_is_read_as_cattrs_reads_it(
+    data: dict[str, Any], replayed: bool, key: str | None
+) -> None:
+    kind = data.get("type")
+    cls = _convert.PASS_TYPES.get(kind, UnknownPass) if isinstance(kind, str) else UnknownPass
+    client_side: dict[str, Any] = {"idempotency_key": key, "replayed": replayed}
+    if cls is UnknownPass:
+        unknown_type = kind if isinstance(kind, str) else ""
+        expected = _by_cattrs(data | {"type": unknown_type}, cls, **client_side, raw=dict(data))
+    else:
+        expected = _by_cattrs(data, cls, **client_side)
+    try:
+        read = _convert.structure_pass(
+            data, replayed=replayed, idempotency_key=key, context=_context
+        )
+    except UnexpectedResponseError as error:
+        assert isinstance(expected, type), f"cattrs read it: {expected!r}"
+        assert error.status == 200  # noqa: PT017 (whether it raises depends on the example)
+        return
+    _assert_same(read, expected)
+
+
+@given(data=_changed(TOKEN, [*TOKEN, "extra", "new"]))
+def test_a_card_token_is_read_as_cattrs_reads_it(data: dict[str, Any]) -> None:
+    expected = _by_cattrs(data, CardToken)
+    try:
+        read = _convert.structure(data, CardToken, **_context())
+    except UnexpectedResponseError:
+        assert isinstance(expected, type), f"cattrs read it: {expected!r}"
+        return
+    _assert_same(read, expected)
+
+
+@given(
+    keys=st.lists(_changed(KEY, [*KEY, "expires_at", "new"]), max_size=3),
+    extra=st.dictionaries(st.sampled_from(["next_rotation", "extra"]), values, max_size=1),
+)
+def test_a_key_set_is_read_as_cattrs_reads_it(
+    keys: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
+    data = {"keys": keys, **extra}
+    expected = _by_cattrs(data, EncryptionKeySet)
+    try:
+        read = _convert.structure(data, EncryptionKeySet, **_context())
+    except UnexpectedResponseError:
+        assert isinstance(expected, type), f"cattrs read it: {expected!r}"
+        return
+    _assert_same(read, expected)
+    for got, want in zip(read.keys, expected.keys, strict=True):
+        _assert_same(got, want)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("data_allowance_mb", True),
+        ("data_allowance_mb", 1.0),
+        ("data_allowance_mb", "1024"),
+        ("iccid", 89),
+        ("iccid", None),
+        ("plan_id", False),
+        ("status", 1),
+        ("created_at", "2026-01-01T00:00:00"),
+        ("valid_until", 20270101),
+        ("holder", ["Ada"]),
+        ("metadata", {"crm": 42}),
+    ],
+)
+def test_a_wrong_type_is_refused_as_cattrs_refuses_it(field: str, value: Any) -> None:
+    reply = PASSES[2] | {"valid_until": PASSES[1]["valid_until"], field: value}
+    assert isinstance(_by_cattrs(reply, _convert.PASS_TYPES["esim"]), type)
+    with pytest.raises(
+        UnexpectedResponseError, match=rf"^reply does not match EsimPass: .*{field}"
+    ):
+        _convert.structure_pass(reply, replayed=False, idempotency_key=None, context=_context)
+
+
+def test_a_pass_reply_is_read_to_exact_values() -> None:
+    reply = PASSES[0] | {"status": "paused", "badge": "gold"}
+    read = _convert.structure_pass(reply, replayed=True, idempotency_key="k", context=_context)
+    assert isinstance(read, PriorityPass)
+    assert read.status == "paused"
+    assert isinstance(read.status, PassStatus)
+    assert read.holder == Holder(
+        first_name="Ada",
+        last_name="Lovelace",
+        email="ada@example.com",
+        date_of_birth=dt.date(1815, 12, 10),
+    )
+    assert read.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert read.metadata == {"crm": "42"}
+    assert (read.extra, read.idempotency_key, read.replayed) == ({"badge": "gold"}, "k", True)
+
+
+def test_an_unknown_pass_type_keeps_the_whole_reply() -> None:
+    read = _convert.structure_pass(PASSES[3], replayed=False, idempotency_key=None, context=dict)
+    assert isinstance(read, UnknownPass)
+    assert (read.type, read.extra, read.raw) == ("new_kind", {"anything": [1]}, PASSES[3])
+
+
+def test_a_bad_field_is_named_by_its_path() -> None:
+    reply = PASSES[0] | {"holder": HOLDER | {"last_name": 7}}
+    with pytest.raises(UnexpectedResponseError) as caught:
+        _convert.structure_pass(reply, replayed=False, idempotency_key=None, context=_context)
+    assert str(caught.value) == (
+        "reply does not match PriorityPass: expected str, got int @ reply.holder.last_name"
+        " [POST /v1/pass/status; correlation_id=c]"
+    )
+    assert caught.value.path == "/v1/pass/status"
+
+
+def test_a_reply_model_whose_optional_field_has_another_default_is_refused() -> None:
+    @attrs.frozen(kw_only=True)
+    class Odd:
+        name: str | None = "unnamed"
+
+    _convert._KNOWN[Odd] = frozenset({"name"})
+    try:
+        with pytest.raises(TypeError, match=r"^Odd\.name: a reply field is required or None$"):
+            _convert._reader(Odd)
+    finally:
+        del _convert._KNOWN[Odd]
