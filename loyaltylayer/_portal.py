@@ -1,11 +1,17 @@
 """The portal: how the generated sync classes run async code.
 
-Every sync call, from any thread, runs on one event loop that lives on one daemon thread per
-process (``loyaltylayer-io``). aiohttp sessions belong to the loop that made them, so hopping
-between loops (``asyncio.run`` per call, a loop per thread) is exactly what this module avoids.
+Every sync call, from any thread, runs on one event loop per process. aiohttp sessions belong to
+the loop that made them, so hopping between loops (``asyncio.run`` per call, a loop per thread)
+is exactly what this module avoids.
 
 * ``call`` runs one coroutine function as one task and hands back its result, or the very
-  exception object it raised.
+  exception object it raised. The calling thread runs the loop itself when no other thread is
+  running it, so a call from one thread at a time costs no thread switch (waking another thread
+  costs tens of microseconds per call on a virtual machine, measured as most of the sync
+  overhead). Otherwise the call is handed to the loop where it runs.
+* The daemon thread ``loyaltylayer-io`` runs the loop whenever work is waiting that no caller is
+  running: calls from threads that found the loop taken or have a loop of their own, iterators
+  and context managers (between steps too), and the closing of collected clients.
 * ``iterate`` and ``context`` give each sync iterator or ``with`` block one *driver task* that
   owns the async generator or context manager for its whole life, so ``asyncio.timeout`` and task
   groups that span a ``yield`` behave as they do in async code.
@@ -28,7 +34,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
@@ -72,7 +78,12 @@ class Closeable(Protocol):
 
 
 class _Runtime:
-    """One event loop running forever on one daemon thread, with its own default executor."""
+    """One event loop, run by a caller that needs it or by the daemon thread, and its executor.
+
+    ``_guard`` protects who runs the loop (``_driver``) and how much handed-over work is not
+    finished (``_pending``). It is reentrant because a finalizer that closes a collected client
+    can run in the middle of any code, this module's included.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -82,21 +93,103 @@ class _Runtime:
             thread_name_prefix=f"{THREAD_NAME}-executor"
         )
         self.loop.set_default_executor(self.executor)
-        self.thread = threading.Thread(target=self.loop.run_forever, name=THREAD_NAME, daemon=True)
+        self._guard = threading.Condition(threading.RLock())
+        self._driver: threading.Thread | None = None
+        self._pending = 0
+        self._closing = False
+        self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
         self.thread.start()
+
+    def borrow(self) -> bool:
+        """Become the thread that runs the loop, if no thread does (see ``give_back``)."""
+        with self._guard:
+            if self._driver is not None or self._closing:
+                return False
+            self._driver = threading.current_thread()
+            return True
+
+    def give_back(self) -> None:
+        with self._guard:
+            self._driver = None
+            if self._pending:
+                self._guard.notify_all()
+
+    def run_borrowed(self, fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """Run ``fn()`` as a task on the loop, in this thread (which borrowed the loop).
+
+        If running it is interrupted (Ctrl-C), the task is cancelled and given a grace period to
+        finish cancelling before the interruption propagates.
+        """
+        task = self.loop.create_task(fn())
+        try:
+            return self.loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    self.loop.run_until_complete(asyncio.wait((task,), timeout=_CANCEL_GRACE))
+                if task.done() and not task.cancelled():
+                    task.exception()
+            raise
+
+    def hand_over(self, callback: Callable[..., object], *args: object) -> None:
+        """Run ``callback(*args)`` on the loop, in a copy of the caller's context, as work that
+        keeps the loop running until it reports ``finished``."""
+        with self._guard:
+            self._pending += 1
+            if self._driver is None:
+                self._guard.notify_all()
+        try:
+            self.loop.call_soon_threadsafe(callback, *args, context=contextvars.copy_context())
+        except RuntimeError:  # the loop closed meanwhile
+            self.finished()
+            raise
+
+    def finished(self) -> None:
+        """One piece of handed-over work is done; the daemon stops the loop after the last."""
+        with self._guard:
+            self._pending -= 1
+            if not self._pending and self._driver is self.thread:
+                self.loop.stop()
+
+    def _serve(self) -> None:
+        """The daemon thread: run the loop while handed-over work waits and no caller runs it."""
+        while True:
+            with self._guard:
+                while not self._closing and (self._driver is not None or not self._pending):
+                    self._guard.wait()
+                if self._closing:
+                    return
+                self._driver = self.thread
+            try:
+                self.loop.run_forever()
+            finally:
+                with self._guard:
+                    self._driver = None
 
     def close(self) -> None:
         """Close tracked clients, cancel what is left, stop and close the loop (idempotent)."""
-        if self.loop.is_closed() or not self.thread.is_alive():
+        if self.loop.is_closed() or self._closing:
             return
-        done = asyncio.run_coroutine_threadsafe(_drain(), self.loop)
-        with contextlib.suppress(BaseException):
-            done.result(timeout=2 * _CLOSE_TIMEOUT)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.borrow():
+            try:
+                with contextlib.suppress(BaseException):
+                    self.run_borrowed(_drain)
+            finally:
+                self.give_back()
+        else:
+            outcome, _ = _start_task(self, _drain)
+            outcome.settled(2 * _CLOSE_TIMEOUT)
+        with self._guard:
+            self._closing = True
+            self._guard.notify_all()
+            if self._driver is self.thread:
+                self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(_CLOSE_TIMEOUT)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if not self.thread.is_alive():
-            self.loop.close()
+        with self._guard:
+            if self._driver is None and not self.thread.is_alive():
+                self.loop.close()
 
 
 _lock = threading.Lock()
@@ -134,20 +227,21 @@ def _close_soon(client: Closeable) -> None:
     if runtime is None or sys.is_finalizing():
         return
     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: shutdown closed it
-        runtime.loop.call_soon_threadsafe(_start_closing, client)
+        runtime.hand_over(_start_closing, runtime, client)
 
 
-def _start_closing(client: Closeable) -> None:
+def _start_closing(runtime: _Runtime, client: Closeable) -> None:
     task = asyncio.ensure_future(client.close())
     _closing.add(task)  # the loop keeps only weak references to tasks
-    task.add_done_callback(_forget)
+    task.add_done_callback(lambda done: _forget(runtime, done))
 
 
-def _forget(task: asyncio.Future[None]) -> None:
+def _forget(runtime: _Runtime, task: asyncio.Future[None]) -> None:
     """Drop a finished fire-and-forget close, marking its outcome as seen."""
     _closing.discard(task)
     if not task.cancelled():
         task.exception()
+    runtime.finished()
 
 
 def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -157,22 +251,40 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     object the coroutine raised. Ctrl-C (or any ``BaseException`` while waiting) cancels the task,
     waits briefly for it to finish cancelling, then propagates.
     """
-    loop = _loop_for_caller()
+    runtime = _runtime_for_caller()
+    if not _in_running_loop() and runtime.borrow():
+        try:
+            return runtime.run_borrowed(lambda: fn(*args, **kwargs))
+        finally:
+            runtime.give_back()
+            _quiet_if_exiting()
+    outcome, cancel = _start_task(runtime, lambda: fn(*args, **kwargs))
+    return _wait(outcome, runtime.loop, cancel, lambda: outcome.settled(_CANCEL_GRACE))
+
+
+def _start_task(
+    runtime: _Runtime, fn: Callable[[], Coroutine[Any, Any, _T]]
+) -> tuple[_Outcome[_T], Callable[[], None]]:
+    """Hand ``fn()`` over to the loop as a task; its outcome, and how to cancel it (on the loop)."""
     outcome: _Outcome[_T] = _Outcome()
     task: asyncio.Task[_T] | None = None
     cancelled = False
 
     def start() -> None:
         nonlocal task
-        if cancelled:
-            outcome.set_exception(asyncio.CancelledError())
-            return
         try:
-            task = loop.create_task(fn(*args, **kwargs))
+            if cancelled:
+                raise asyncio.CancelledError
+            task = runtime.loop.create_task(fn())
         except BaseException as exc:
             outcome.set_exception(exc)
+            runtime.finished()
             return
-        task.add_done_callback(lambda done: _settle(done, outcome))
+        task.add_done_callback(settle)
+
+    def settle(done: asyncio.Task[_T]) -> None:
+        _settle(done, outcome)
+        runtime.finished()
 
     def cancel() -> None:
         nonlocal cancelled
@@ -180,9 +292,8 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
         if task is not None:
             task.cancel()
 
-    # The handle runs `start` in a copy of the caller's context, and the task copies it again.
-    loop.call_soon_threadsafe(start, context=contextvars.copy_context())
-    return _wait(outcome, loop, cancel, lambda: outcome.settled(_CANCEL_GRACE))
+    runtime.hand_over(start)
+    return outcome, cancel
 
 
 def iterate(
@@ -198,7 +309,7 @@ def iterate(
     closes the async iterator on the loop, so its ``finally`` blocks run. ``owner`` (the sync
     object the iterator came from) is kept alive meanwhile, so its client is not closed under it.
     """
-    channel = _Channel(_loop_for_caller(), _serve_iterator, lambda: fn(*args, **kwargs))
+    channel = _Channel(_runtime_for_caller(), _serve_iterator, lambda: fn(*args, **kwargs))
     try:
         while True:
             item = channel.request(_NEXT)
@@ -223,7 +334,7 @@ def context(
     the block reaches ``__aexit__`` and is suppressed only if ``__aexit__`` says so. ``owner``
     is kept alive until the block ends.
     """
-    channel = _Channel(_loop_for_caller(), _serve_context, lambda: fn(*args, **kwargs))
+    channel = _Channel(_runtime_for_caller(), _serve_context, lambda: fn(*args, **kwargs))
     try:
         value = channel.request(_ENTER)
         try:
@@ -253,16 +364,17 @@ def shutdown_portal() -> None:
         runtime.close()
 
 
-def _loop_for_caller() -> asyncio.AbstractEventLoop:
-    """The portal loop, started on first use; refuses callers that would deadlock it."""
+def _runtime_for_caller() -> _Runtime:
+    """The portal, started on first use; refuses callers that would deadlock it."""
     global _runtime, _warned_in_async
     runtime = _runtime
-    if runtime is not None and threading.current_thread() is runtime.thread:
+    running = asyncio._get_running_loop()
+    if runtime is not None and running is runtime.loop:
         raise RuntimeError(
             "a loyaltylayer sync method was called on the portal's own event loop thread, where it "
             "would wait for itself forever; use AsyncLoyaltyLayer with await there"
         )
-    if not _warned_in_async and _in_running_loop() and "ipykernel" not in sys.modules:
+    if not _warned_in_async and running is not None and "ipykernel" not in sys.modules:
         warnings.warn(
             "a loyaltylayer sync method was called from a running event loop; it blocks that "
             "loop until the call returns (use AsyncLoyaltyLayer with await instead)",
@@ -275,12 +387,19 @@ def _loop_for_caller() -> asyncio.AbstractEventLoop:
             if _runtime is None:
                 _runtime = _Runtime()
             runtime = _runtime
-    return runtime.loop
+    return runtime
 
 
 def _in_running_loop() -> bool:
     # asyncio's own non-raising check: this runs on every sync call, where no loop is the rule.
     return asyncio._get_running_loop() is not None
+
+
+def _quiet_if_exiting() -> None:
+    """Park a daemon thread whose call the exiting interpreter cancelled, instead of letting it
+    print a traceback, until the process ends."""
+    if _exiting and threading.current_thread().daemon:
+        threading.Event().wait()
 
 
 class _Outcome(Generic[_T]):
@@ -353,10 +472,7 @@ def _wait(
                 outcome.exception(timeout=_POLL_INTERVAL)
             except TimeoutError:
                 continue
-            if _exiting and threading.current_thread().daemon:
-                # The interpreter is exiting and cancelled this call: keep this daemon thread
-                # quiet until the process ends instead of printing a traceback from it.
-                threading.Event().wait()
+            _quiet_if_exiting()
             return outcome.result()
     except BaseException:
         if not outcome.done():
@@ -384,15 +500,17 @@ class _Channel:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        runtime: _Runtime,
         serve: Callable[[_Channel, Any], Coroutine[Any, Any, None]],
         make: Callable[[], object],
     ) -> None:
-        self._loop = loop
+        self._runtime = runtime
+        self._loop = runtime.loop
         self._inbox: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._finished = threading.Event()
-        loop.call_soon_threadsafe(self._start, serve, make, context=contextvars.copy_context())
+        # Handed over for its whole life: the loop keeps running between the caller's requests.
+        runtime.hand_over(self._start, serve, make)
 
     def _start(
         self,
@@ -422,8 +540,8 @@ class _Channel:
             self._loop.call_soon_threadsafe(self._deliver, _STOP, reply)
         except RuntimeError:  # the loop closed meanwhile: shutdown already closed the subject
             return
-        runtime = _runtime
-        on_loop_thread = runtime is not None and threading.current_thread() is runtime.thread
+        # Collected on the thread running the loop: waiting there would block the loop for good.
+        on_loop_thread = asyncio._get_running_loop() is self._loop
         if not on_loop_thread and not sys.is_finalizing():
             concurrent.futures.wait((reply,), _CLOSE_TIMEOUT)
 
@@ -445,6 +563,7 @@ class _Channel:
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
         self._fail_pending(error or RuntimeError("the driver task ended"))
         self._finished.set()
+        self._runtime.finished()
 
     def _fail_pending(self, error: BaseException) -> None:
         while not self._inbox.empty():
@@ -506,10 +625,11 @@ async def _serve_context(channel: _Channel, manager: AbstractAsyncContextManager
 
 async def _drain() -> None:
     """On the portal loop at shutdown: cancel calls in flight, close tracked clients, clean up."""
-    await _cancel_others()
+    await _cancel_others(sparing=_closing)
     clients = list(_clients)
     _clients.clear()
-    closing = asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+    closes = [*(client.close() for client in clients), *_closing]  # closes of collected clients
+    closing = asyncio.gather(*closes, return_exceptions=True)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(closing, _CLOSE_TIMEOUT)
     await asyncio.sleep(0)  # let transports see their connections closed
@@ -517,9 +637,9 @@ async def _drain() -> None:
     await asyncio.get_running_loop().shutdown_asyncgens()
 
 
-async def _cancel_others() -> None:
+async def _cancel_others(sparing: Collection[asyncio.Future[Any]] = ()) -> None:
     current = asyncio.current_task()
-    others = [task for task in asyncio.all_tasks() if task is not current]
+    others = [task for task in asyncio.all_tasks() if task is not current and task not in sparing]
     for task in others:
         task.cancel()
     if others:

@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from sync_fixtures._async._client import FixtureAPIError
@@ -56,6 +57,29 @@ def test_64_threads_share_one_loop_thread_and_one_pool(client: LoyaltyLayer) -> 
     assert results == {(t, i): f"t{t}:i{i}:None:k" for t in range(64) for i in range(50)}
     assert [t.name for t in threading.enumerate()].count(_portal.THREAD_NAME) == 1
     assert client.connections() <= 100  # aiohttp's default connector limit: the pool was shared
+
+
+def test_a_call_runs_the_loop_in_its_own_thread_unless_another_thread_runs_it(
+    client: LoyaltyLayer,
+) -> None:
+    async def runner() -> str:
+        return threading.current_thread().name
+
+    assert _portal.call(runner) == "MainThread"
+    seen: list[str] = []
+    worker = threading.Thread(target=lambda: seen.append(_portal.call(runner)), name="worker")
+    worker.start()
+    worker.join()
+    assert seen == ["worker"]
+
+    numbers = client.count(2)
+    assert next(numbers) == 0  # the iterator's task lives on: the loop thread runs the loop
+    assert _portal.call(runner) == _portal.THREAD_NAME
+    assert list(numbers) == [1]
+    deadline = time.monotonic() + 2
+    while _portal.call(runner) != "MainThread":  # the loop thread stops once its work is done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_a_call_from_the_portal_thread_raises_at_once() -> None:
@@ -179,7 +203,8 @@ def test_a_context_manager_enters_and_exits_in_one_task(client: LoyaltyLayer) ->
         raise KeyError("not suppressed")
 
 
-def test_ctrl_c_cancels_the_call_and_the_next_call_works(client: LoyaltyLayer) -> None:
+def _long_call_interrupted(interrupt: Callable[[], object]) -> None:
+    """``_portal.call`` of a 10 s sleep, interrupted after 0.2 s: cancelled, quickly."""
     cancelled = threading.Event()
 
     async def long() -> None:
@@ -189,12 +214,29 @@ def test_ctrl_c_cancels_the_call_and_the_next_call_works(client: LoyaltyLayer) -
             cancelled.set()
             raise
 
-    threading.Timer(0.2, _thread.interrupt_main).start()
+    threading.Timer(0.2, interrupt).start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         _portal.call(long)
     assert time.monotonic() - started < 1.0
     assert cancelled.is_set()
+
+
+def _sigint_to_main_thread() -> None:
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+
+def test_ctrl_c_cancels_the_call_and_the_next_call_works(client: LoyaltyLayer) -> None:
+    _long_call_interrupted(_sigint_to_main_thread)  # this thread runs the loop itself
+    assert _portal_tasks() == 0
+    assert client.get("/echo/after") == "after"
+
+
+def test_ctrl_c_cancels_a_call_handed_to_the_loop_thread(client: LoyaltyLayer) -> None:
+    numbers = client.count(3)
+    assert next(numbers) == 0  # a live iterator: the loop thread runs the loop meanwhile
+    _long_call_interrupted(_thread.interrupt_main)
+    assert list(numbers) == [1, 2]
     assert _portal_tasks() == 0
     assert client.get("/echo/after") == "after"
 
