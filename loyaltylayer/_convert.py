@@ -129,53 +129,60 @@ _CHECKED_INLINE = (str, int, bool)
 """Field types a reader checks itself (``type(value) is T``, as ``_strict`` does)."""
 
 
-def _reader(cls: type[T], *, given: frozenset[str] = frozenset()) -> Callable[..., T]:
+def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
     """A structure hook for the reply model ``cls``, compiled to straight-line code.
 
-    It reads what ``_keeping_extra`` reads, to the same values. The client-side fields (but
-    ``extra``) and the fields named in ``given`` are not read: the caller passes them as keywords.
+    It reads what ``_keeping_extra`` reads, to the same values. The fields named in ``given``
+    are not read: they are keyword-only parameters of the reader, passed on as they are.
     """
     hints = typing.get_type_hints(cls)
     known = _KNOWN[cls]
+    # Every name of the generated code but the parameters in `given` starts with an underscore,
+    # so that no field's name (an attrs init parameter never does) can shadow one.
     namespace: dict[str, Any] = {
-        "cls": cls,
-        "known": known,
-        "Mapping": Mapping,
+        "_cls": cls,
+        "_known": known,
+        "_Mapping": Mapping,
+        "_dict": dict,
+        "_type": type,
+        "_isinstance": isinstance,
         "_not_an_object": _not_an_object,
         "_wrong_type": _wrong_type,
     }
+    parameters = f", *, {', '.join(given)}" if given else ""
     lines = [
-        "def read(o, _=None, **given):",
-        "    if type(o) is not dict and not isinstance(o, Mapping):",
-        "        _not_an_object(o)",
-        "    extra = {} if o.keys() <= known else {k: v for k, v in o.items() if k not in known}",
+        f"def read(_o, _=None{parameters}):",
+        "    if _type(_o) is not _dict and not _isinstance(_o, _Mapping):",
+        "        _not_an_object(_o)",
+        "    _extra = {} if _o.keys() <= _known else "
+        "{_k: _v for _k, _v in _o.items() if _k not in _known}",
     ]
-    arguments = ["extra=extra", "**given"]
+    arguments = ["extra=_extra", *(f"{name}={name}" for name in given)]
     for index, field in enumerate(attrs.fields(cast(type[Any], cls))):
         if field.name not in known or field.name in given:
             continue
-        value, check = f"v{index}", f"t{index}"
+        value, typ_name, hook = f"_v{index}", f"_t{index}", f"_h{index}"
         typ = hints[field.name]
         optional = isinstance(typ, types.UnionType) and type(None) in typing.get_args(typ)
         if optional:
             (typ,) = (arg for arg in typing.get_args(typ) if arg is not type(None))
         if field.default is attrs.NOTHING:
-            lines.append(f"    {value} = o[{field.name!r}]")
+            lines.append(f"    {value} = _o[{field.name!r}]")
         elif optional and field.default is None:
-            lines.append(f"    {value} = o.get({field.name!r})")
+            lines.append(f"    {value} = _o.get({field.name!r})")
         else:
             raise TypeError(f"{cls.__name__}.{field.name}: a reply field is required or None")
-        guard = f"{value} is not None and " if optional else ""
-        namespace[check] = typ
+        namespace[typ_name] = typ
         if typ in _CHECKED_INLINE:
-            lines.append(f"    if {guard}type({value}) is not {check}:")
-            lines.append(f"        _wrong_type({field.name!r}, {check}, {value})")
+            guard = f"{value} is not None and " if optional else ""
+            lines.append(f"    if {guard}_type({value}) is not {typ_name}:")
+            lines.append(f"        _wrong_type({field.name!r}, {typ_name}, {value})")
         else:
-            namespace[f"h{index}"] = converter.get_structure_hook(typ)
-            lines.append(f"    if {value} is not None:" if optional else "    if True:")
-            lines.append(f"        {value} = h{index}({value}, {check})")
+            namespace[hook] = converter.get_structure_hook(typ)
+            parse = f"{value} = {hook}({value}, {typ_name})"
+            lines.append(f"    if {value} is not None: {parse}" if optional else f"    {parse}")
         arguments.append(f"{field.name}={value}")
-    lines.append(f"    return cls({', '.join(arguments)})")
+    lines.append(f"    return _cls({', '.join(arguments)})")
     exec(compile("\n".join(lines), f"<loyaltylayer reader {cls.__name__}>", "exec"), namespace)
     read: Callable[..., T] = namespace["read"]
     return read
@@ -198,10 +205,11 @@ for _model in _TOLERANT:
     converter.register_structure_hook(_model, _reader(_model))
     _explaining.register_structure_hook(_model, _keeping_extra(_explaining, _model))
 _explaining.register_structure_hook(UnknownPass, _keeping_extra(_explaining, UnknownPass))
+_FROM_THE_REQUEST = ("idempotency_key", "replayed")
 _PASS_READERS: dict[type[Pass], Callable[..., Pass]] = {
-    **{cls: converter.get_structure_hook(cls) for cls in PASS_TYPES.values()},
-    UnknownPass: _reader(UnknownPass, given=frozenset({"type"})),
+    cls: _reader(cls, given=_FROM_THE_REQUEST) for cls in PASS_TYPES.values()
 }
+_read_unknown_pass = _reader(UnknownPass, given=(*_FROM_THE_REQUEST, "type", "raw"))
 
 converter.register_unstructure_hook(dt.date, dt.date.isoformat)
 converter.register_unstructure_hook(
@@ -281,12 +289,26 @@ def structure_pass(
         )
     kind = data.get("type")
     cls: type[Pass] = PASS_TYPES.get(kind, UnknownPass) if isinstance(kind, str) else UnknownPass
-    given: dict[str, Any] = {"idempotency_key": idempotency_key, "replayed": replayed}
     if cls is UnknownPass:
-        given["type"] = kind if isinstance(kind, str) else ""
-        given["raw"] = dict(data)
+        return _reading(
+            cls,
+            lambda: _read_unknown_pass(
+                data,
+                idempotency_key=idempotency_key,
+                replayed=replayed,
+                type=kind if isinstance(kind, str) else "",
+                raw=dict(data),
+            ),
+            data,
+            context,
+        )
     read = _PASS_READERS[cls]
-    return _reading(cls, lambda: read(data, **given), data, context)
+    return _reading(
+        cls,
+        lambda: read(data, idempotency_key=idempotency_key, replayed=replayed),
+        data,
+        context,
+    )
 
 
 def unstructure(value: Any) -> Any:
