@@ -2,17 +2,16 @@
 
 ``encrypt_card`` is public so users with their own HTTP stack get the same encryption the
 client uses. The plaintext exists only inside this function; nothing here logs or keeps it.
+
+joserfc (and through it ``cryptography``) is imported on the first call that needs it, not with
+the package: ``import loyaltylayer`` stays light for code that never encrypts a card.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
-
-from joserfc import jwe
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, RSAKey
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import ValidationError
 from ._models import Card, EncryptionKey, EncryptionKeySet
@@ -22,7 +21,10 @@ __all__ = ["SUPPORTED_KEY_ALGORITHMS", "choose_key", "encrypt_card", "import_key
 SUPPORTED_KEY_ALGORITHMS = ("RSA-OAEP-256", "RSA-OAEP")
 _CONTENT_ENCRYPTION = "A256GCM"
 
-KeyLike = RSAKey | EncryptionKey | EncryptionKeySet | Mapping[str, Any] | str | bytes
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
+
+KeyLike: TypeAlias = "RSAKey | EncryptionKey | EncryptionKeySet | Mapping[str, Any] | str | bytes"
 
 
 def choose_key(keys: EncryptionKeySet) -> EncryptionKey:
@@ -39,6 +41,10 @@ def choose_key(keys: EncryptionKeySet) -> EncryptionKey:
 
 def import_key(key: KeyLike) -> RSAKey:
     """Any of the key forms :func:`encrypt_card` accepts, as a joserfc key (for caching)."""
+    # Deferred: joserfc imports cryptography (~70 ms), which `import loyaltylayer` should not pay.
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet, RSAKey
+
     if isinstance(key, RSAKey):
         return key
     if isinstance(key, EncryptionKeySet):
@@ -99,4 +105,6 @@ def encrypt_card(card: Card, key: KeyLike) -> str:
         },
         separators=(",", ":"),
     ).encode()
+    from joserfc import jwe  # deferred, like joserfc.jwk in import_key
+
     return jwe.encrypt_compact(header, plaintext, rsa, algorithms=[alg, _CONTENT_ENCRYPTION])

@@ -11,9 +11,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any
-
-from joserfc.jwk import RSAKey
+from typing import TYPE_CHECKING, Any
 
 from .. import _rules
 from .._cardmath import CARD_TYPES
@@ -41,6 +39,9 @@ from .._models import (
     check_reference_and_metadata,
 )
 from .._transport import Response, Transport, new_idempotency_key
+
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
 
 __all__ = ["AsyncCards", "AsyncPasses"]
 
