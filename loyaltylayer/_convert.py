@@ -17,6 +17,7 @@ random replies that the two accept and build the same things.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -58,8 +59,6 @@ PASS_TYPES: dict[str, type[Pass]] = {
 _CLIENT_SIDE = frozenset({"extra", "raw", "idempotency_key", "replayed"})
 
 converter = cattrs.Converter(detailed_validation=False)
-_explaining = cattrs.Converter()
-"""The same hooks with detailed validation: run only after a failure, to say where it is."""
 
 
 def _strict(value: Any, typ: type[Any]) -> Any:
@@ -195,16 +194,31 @@ _KNOWN: dict[type[Any], frozenset[str]] = {
     for cls in (*_TOLERANT, UnknownPass)
 }
 
-for _conv in (converter, _explaining):
-    for _primitive in (str, int, float, bool):
-        _conv.register_structure_hook(_primitive, _strict)
-    _conv.register_structure_hook(PassStatus, _status)
-    _conv.register_structure_hook(dt.datetime, _aware_datetime)
-    _conv.register_structure_hook(dt.date, _date)
+
+def _register_parsers(conv: cattrs.Converter) -> None:
+    for primitive in (str, int, float, bool):
+        conv.register_structure_hook(primitive, _strict)
+    conv.register_structure_hook(PassStatus, _status)
+    conv.register_structure_hook(dt.datetime, _aware_datetime)
+    conv.register_structure_hook(dt.date, _date)
+
+
+@functools.cache
+def _explaining() -> cattrs.Converter:
+    """cattrs' own hooks with detailed validation, to say where a rejected reply is wrong.
+
+    Made on the first rejected reply: building them is most of what importing this module costs.
+    """
+    conv = cattrs.Converter()
+    _register_parsers(conv)
+    for model in (*_TOLERANT, UnknownPass):
+        conv.register_structure_hook(model, _keeping_extra(conv, model))
+    return conv
+
+
+_register_parsers(converter)
 for _model in _TOLERANT:
     converter.register_structure_hook(_model, _reader(_model))
-    _explaining.register_structure_hook(_model, _keeping_extra(_explaining, _model))
-_explaining.register_structure_hook(UnknownPass, _keeping_extra(_explaining, UnknownPass))
 _FROM_THE_REQUEST = ("idempotency_key", "replayed")
 _PASS_READERS: dict[type[Pass], Callable[..., Pass]] = {
     cls: _reader(cls, given=_FROM_THE_REQUEST) for cls in PASS_TYPES.values()
@@ -243,7 +257,7 @@ def _explain(data: Any, cls: type[Any]) -> str:
     Replies are read without it (it costs a third of the time); it runs only after a failure.
     """
     try:
-        _explaining.structure(data, cls)
+        _explaining().structure(data, cls)
     except Exception as exc:
         return _describe(exc)
     return "it does not match the contract"

@@ -107,7 +107,7 @@ def _by_cattrs(data: Any, cls: type[Any], **client_side: Any) -> Any:
     """What cattrs' generated hooks make of ``data``, or the type of what they raise."""
     token = reading_server_data.set(True)
     try:
-        return attrs.evolve(_convert._explaining.structure(data, cls), **client_side)
+        return attrs.evolve(_convert._explaining().structure(data, cls), **client_side)
     except Exception as error:
         return type(error)
     finally:
