@@ -7,17 +7,30 @@ the ratio means something on a shared, noisy machine where the absolute numbers 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import math
 import platform
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
-__all__ = ["PROFILES", "Goal", "Profile", "Row", "render_markdown", "unavailable", "write_json"]
+__all__ = [
+    "PROFILES",
+    "Goal",
+    "Paired",
+    "Profile",
+    "Row",
+    "paired_rounds",
+    "render_markdown",
+    "settle",
+    "unavailable",
+    "write_json",
+]
 
 Profile = Literal["smoke", "quick", "full"]
 PROFILES: tuple[Profile, ...] = ("smoke", "quick", "full")
@@ -85,6 +98,79 @@ class Row:
 def unavailable(figure: str, reason: str) -> Row:
     """A figure that could not be measured says why, instead of showing a made-up number."""
     return Row(figure=figure, measured=None, note=f"unavailable: {reason}")
+
+
+T = TypeVar("T")
+
+
+def settle() -> None:
+    """Call just before a timed section starts, so every one starts from the same heap state.
+
+    Collecting the garbage the previous section left (its event loop, session, replies) is the
+    Python benchmark norm; timeit goes further and disables GC while timing. We keep GC enabled:
+    the collections the SDK's own allocations cause are part of its cost.
+    """
+    gc.collect()
+
+
+def paired_rounds(
+    rounds: int, baseline: Callable[[], T], measured: Callable[[], T]
+) -> list[tuple[T, T]]:
+    """``(baseline, measured)`` of each round, the two run back to back in alternating order.
+
+    Baseline first in even rounds, measured first in odd ones (ABBA): neither side always runs
+    second, in the heap and on the machine the other left behind. Drift in the machine's load
+    over the run hits both sides of a round alike, so each round's ratio is a fair comparison.
+    """
+    pairs: list[tuple[T, T]] = []
+    for index in range(rounds):
+        if index % 2 == 0:
+            base = baseline()
+            other = measured()
+        else:
+            other = measured()
+            base = baseline()
+        pairs.append((base, other))
+    return pairs
+
+
+@attrs.frozen
+class Paired:
+    """One quantity over paired rounds; its ratio is the median of the per-round ratios."""
+
+    baseline: tuple[float, ...]
+    measured: tuple[float, ...]
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[T, T]], value: Callable[[T], float]) -> Paired:
+        return cls(tuple(value(b) for b, _ in pairs), tuple(value(m) for _, m in pairs))
+
+    @property
+    def ratios(self) -> list[float]:
+        return [m / b for b, m in zip(self.baseline, self.measured, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def median_baseline(self) -> float:
+        return statistics.median(self.baseline)
+
+    @property
+    def median_measured(self) -> float:
+        return statistics.median(self.measured)
+
+    def details(self) -> dict[str, Any]:
+        """The spread of the per-round ratios, and every round's values to check it against."""
+        ratios = self.ratios
+        return {
+            "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3),
+            "ratios": [round(r, 3) for r in ratios],
+            "baseline_rounds": [float(f"{v:.4g}") for v in self.baseline],
+            "measured_rounds": [float(f"{v:.4g}") for v in self.measured],
+        }
 
 
 def _number(value: float | None, unit: str = "") -> str:

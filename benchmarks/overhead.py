@@ -1,15 +1,18 @@
 """Figure 3: what the SDK's pipeline costs per request, against raw aiohttp doing the same.
 
 Both send the same ``POST /v1/pass/status`` requests, with the same headers and the same number
-in flight, over one session each, to the same sandbox subprocess (limit off). The sandbox runs on
-the other core, and its CPU is read from ``/proc`` during each run: it is reported beside the
-client's, so a reader can check that the client, not the server, set the pace.
+in flight, over one session each, to the same sandbox subprocess (limit off), in paired rounds
+(``_harness.paired_rounds``). The sandbox runs on the other core, and its CPU is read from
+``/proc`` during each run: it is reported beside the client's, so a reader can check that the
+client, not the server, set the pace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,14 +24,14 @@ import attrs
 from loyaltylayer import AsyncLoyaltyLayer
 
 from ._cpu import process_cpu_seconds
-from ._harness import Goal, Profile, Row
+from ._harness import Goal, Paired, Profile, Row, paired_rounds, settle
 from ._passes import create_pass
 from ._servers import CLIENT_ID, CLIENT_SECRET, SandboxProcess
 
 __all__ = ["run"]
 
-CALLS: dict[Profile, tuple[int, int]] = {"smoke": (200, 1), "quick": (1500, 2), "full": (5000, 3)}
-"""Calls per measurement and rounds (best of) per profile."""
+CALLS: dict[Profile, tuple[int, int]] = {"smoke": (100, 2), "quick": (500, 6), "full": (500, 30)}
+"""Calls per side in a round, and paired rounds, per profile."""
 IN_FLIGHT = 8
 
 
@@ -53,14 +56,17 @@ async def _timed(server_pid: int, calls: int, call: Callable[[], Awaitable[Any]]
 
     for _ in range(IN_FLIGHT):  # warm: connections open, token fetched
         await call()
-    server_cpu, before, started = process_cpu_seconds(server_pid), os.times(), time.perf_counter()
+    settle()
+    # getrusage, not os.times(): a round lasts a fraction of a second; os.times() counts 10 ms.
+    server_cpu, before = process_cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
     share, extra = divmod(calls, IN_FLIGHT)
     await asyncio.gather(*(worker(share + (i < extra)) for i in range(IN_FLIGHT)))
-    wall, after = time.perf_counter() - started, os.times()
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
     return Timing(
         wall=wall,
-        user=after.user - before.user,
-        system=after.system - before.system,
+        user=after.ru_utime - before.ru_utime,
+        system=after.ru_stime - before.ru_stime,
         server_cpu=process_cpu_seconds(server_pid) - server_cpu,
     )
 
@@ -97,59 +103,62 @@ async def _sdk(base_url: str, server_pid: int, pass_id: str, calls: int) -> Timi
         return await _timed(server_pid, calls, lambda: client.passes.status(pass_id))
 
 
-def _best(timings: list[Timing]) -> Timing:
-    return min(timings, key=lambda t: t.wall)
+def _describe(timings: list[Timing], calls: int) -> dict[str, float]:
+    """Each quantity's median over the rounds of one side."""
 
+    def median(value: Callable[[Timing], float], digits: int = 1) -> float:
+        return round(statistics.median(value(t) for t in timings), digits)
 
-def _describe(timing: Timing, calls: int) -> dict[str, float]:
     return {
-        "wall_s": round(timing.wall, 3),
-        "client_cpu_us_per_request": round(timing.cpu / calls * 1e6, 1),
-        "client_user_us_per_request": round(timing.user / calls * 1e6, 1),
-        "client_system_us_per_request": round(timing.system / calls * 1e6, 1),
-        "client_cpu_busy": round(timing.cpu / timing.wall, 3),
-        "server_cpu_busy": round(timing.server_cpu / timing.wall, 3),
+        "wall_s": median(lambda t: t.wall, 3),
+        "wall_us_per_call": median(lambda t: t.wall / calls * 1e6),
+        "client_cpu_us_per_request": median(lambda t: t.cpu / calls * 1e6),
+        "client_user_us_per_request": median(lambda t: t.user / calls * 1e6),
+        "client_system_us_per_request": median(lambda t: t.system / calls * 1e6),
+        "client_cpu_busy": median(lambda t: t.cpu / t.wall, 3),
+        "server_cpu_busy": median(lambda t: t.server_cpu / t.wall, 3),
     }
 
 
 def run(profile: Profile) -> list[Row]:
     calls, rounds = CALLS[profile]
     with SandboxProcess.run(rate_key="off") as sandbox:
-        pid = sandbox.process.pid
-        pass_id = asyncio.run(create_pass(sandbox.base_url))
-        raw: list[Timing] = []
-        sdk: list[Timing] = []
-        for _ in range(rounds):  # interleaved, so drift in machine load hits both alike
-            raw.append(asyncio.run(_raw(sandbox.base_url, pid, pass_id, calls)))
-            sdk.append(asyncio.run(_sdk(sandbox.base_url, pid, pass_id, calls)))
-    best_raw, best_sdk = _best(raw), _best(sdk)
+        url, pid = sandbox.base_url, sandbox.process.pid
+        pass_id = asyncio.run(create_pass(url))
+        pairs = paired_rounds(
+            rounds,
+            baseline=lambda: asyncio.run(_raw(url, pid, pass_id, calls)),
+            measured=lambda: asyncio.run(_sdk(url, pid, pass_id, calls)),
+        )
+    wall = Paired.of(pairs, lambda t: t.wall)
+    cpu = Paired.of(pairs, lambda t: t.cpu / calls * 1e6)
     details = {
-        "calls": calls,
+        "calls_per_round": calls,
         "in_flight": IN_FLIGHT,
         "rounds": rounds,
         "cpus": os.cpu_count(),
-        "sdk": _describe(best_sdk, calls),
-        "raw_aiohttp": _describe(best_raw, calls),
+        **wall.details(),
+        "sdk": _describe([sdk for _, sdk in pairs], calls),
+        "raw_aiohttp": _describe([raw for raw, _ in pairs], calls),
     }
-    sdk_cpu_us = best_sdk.cpu / calls * 1e6
-    raw_cpu_us = best_raw.cpu / calls * 1e6
     return [
         Row(
-            figure=f"3 overhead: {calls} passes.status, wall",
-            measured=best_sdk.wall,
+            figure=f"3 overhead: {calls} passes.status, wall (median of {rounds} paired rounds)",
+            measured=wall.median_measured,
             unit="s",
-            baseline=best_raw.wall,
+            baseline=wall.median_baseline,
             baseline_label="raw aiohttp",
-            ratio=best_sdk.wall / best_raw.wall,
+            ratio=wall.ratio,
             goal=Goal("<=", 1.15),
             details=details,
         ),
         Row(
             figure="3 overhead: client CPU per request",
-            measured=sdk_cpu_us,
+            measured=cpu.median_measured,
             unit="µs",
-            baseline=raw_cpu_us,
+            baseline=cpu.median_baseline,
             baseline_label="raw aiohttp",
-            ratio=sdk_cpu_us / raw_cpu_us,
+            ratio=cpu.ratio,
+            details=cpu.details(),
         ),
     ]
