@@ -150,16 +150,17 @@ class Paired:
         return [m / b for b, m in zip(self.baseline, self.measured, strict=True)]
 
     @property
+    def median_round(self) -> tuple[float, float]:
+        """``(baseline, measured)`` of the round whose ratio is the median (the lower of the
+        middle two for an even count): shown in the row, its quotient is the figure's ratio."""
+        ratios = self.ratios
+        middle = ratios.index(statistics.median_low(ratios))
+        return self.baseline[middle], self.measured[middle]
+
+    @property
     def ratio(self) -> float:
-        return statistics.median(self.ratios)
-
-    @property
-    def median_baseline(self) -> float:
-        return statistics.median(self.baseline)
-
-    @property
-    def median_measured(self) -> float:
-        return statistics.median(self.measured)
+        baseline, measured = self.median_round
+        return measured / baseline
 
     def details(self) -> dict[str, Any]:
         """The spread of the per-round ratios, and every round's values to check it against."""
