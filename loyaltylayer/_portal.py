@@ -120,17 +120,32 @@ class _Runtime:
         If running it is interrupted (Ctrl-C), the task is cancelled and given a grace period to
         finish cancelling before the interruption propagates.
         """
-        task = self.loop.create_task(fn())
+        loop = self.loop
+
+        async def run_then_stop() -> _T:
+            # Stopping in the task's own last step saves the loop iteration (and its poll of
+            # the selector) that `run_until_complete` spends on a done callback: about a
+            # quarter of what a sync call costs beyond the same call awaited.
+            try:
+                return await fn()
+            finally:
+                loop.stop()
+
+        task = loop.create_task(run_then_stop())
         try:
-            return self.loop.run_until_complete(task)
+            while not task.done():
+                loop.run_forever()
         except BaseException:
             if not task.done():
                 task.cancel()
+                give_up = loop.call_later(_CANCEL_GRACE, loop.stop)
                 with contextlib.suppress(BaseException):
-                    self.loop.run_until_complete(asyncio.wait((task,), timeout=_CANCEL_GRACE))
+                    loop.run_forever()  # until the task has finished cancelling, or give_up
+                give_up.cancel()
                 if task.done() and not task.cancelled():
                     task.exception()
             raise
+        return task.result()
 
     def hand_over(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback(*args)`` on the loop, in a copy of the caller's context, as work that
