@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -246,6 +247,75 @@ async def test_cancelling_a_running_enrollment_completes() -> None:
         assert done == {task}
         assert task.cancelled()
         assert sandbox.passes() == []
+
+
+async def still_open(records: list[dict[str, str]]) -> AsyncIterator[dict[str, str]]:
+    """The records of an input that has not ended yet."""
+    for record in records:
+        yield record
+    await asyncio.Event().wait()
+
+
+def enrollment_tasks() -> list[asyncio.Task[Any]]:
+    """The engine's tasks still on the loop: its runner and the stages it runs."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").startswith("_Job.")
+    ]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8, 32])
+async def test_closing_after_the_first_outcome_stops_every_task_and_keeps_the_checkpoint(
+    concurrency: int, recwarn: pytest.WarningsRecorder
+) -> None:
+    # Batch-creates are slow, so when the first 100 records' reply comes, the other 50 are
+    # tokenized and wait in the next batch, whose input has not ended; the reply that hands out
+    # the first outcome also wakes the batcher, just before closing cancels it.
+    checkpoint = DictCheckpoint()
+    loop_errors: list[str] = []
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context["message"]))
+    try:
+        async with running(SandboxConfig(rate_key="off"), rate_limit=None) as (sandbox, client):
+            sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="latency", latency=1.0))
+            outcomes = client.enroll(
+                still_open(rows(150)),
+                plan_id="pp-gold",
+                job_id="j",
+                checkpoint=checkpoint,
+                concurrency=concurrency,
+            )
+            first = await anext(outcomes)
+            closing = loop.time()
+            await outcomes.aclose()
+            assert loop.time() - closing < 1.0
+            gc.collect()
+            assert enrollment_tasks() == []
+            assert loop_errors == []
+            assert [str(warning.message) for warning in recwarn] == []
+
+            # Every record was checkpointed before its batch was sent: the rerun replays the
+            # 99 created records whose outcomes were never handed out, and sends the other 50.
+            assert first.status == "created"
+            assert checkpoint.saved[first.key].idempotency_key == first.idempotency_key
+            assert len(checkpoint.saved) == 150
+            assert len(sandbox.passes()) == 100
+            checkpoint.record([first])
+            rerun = await collect(
+                client, rows(150), job_id="j", checkpoint=checkpoint, concurrency=concurrency
+            )
+            assert Counter((o.status, o.replayed) for o in rerun) == {
+                ("skipped", False): 1,
+                ("created", True): 99,
+                ("created", False): 50,
+            }
+            references = sorted(p["reference"] for p in sandbox.passes())
+            assert references == sorted(f"ref-{i}" for i in range(150))
+            assert len(paths(sandbox.journal(), "/v1/card/tokenize")) == 150
+    finally:
+        loop.set_exception_handler(handler)
 
 
 async def test_a_batch_that_cannot_be_built_fails_its_records_instead_of_losing_them() -> None:

@@ -281,8 +281,9 @@ class _Job:
             if not batch and drained:
                 return
             try:
-                timeout = max(0.0, flush_at - loop.time()) if batch else None
-                item = await asyncio.wait_for(self._ready.get(), timeout)
+                # Not wait_for: on Python 3.11 it drops a cancellation that comes as the wait ends.
+                async with asyncio.timeout_at(flush_at if batch else None):
+                    item = await self._ready.get()
             except TimeoutError:
                 continue
             if isinstance(item, _Work):
