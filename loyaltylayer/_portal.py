@@ -11,7 +11,8 @@ is exactly what this module avoids.
   overhead). Otherwise the call is handed to the loop where it runs.
 * The daemon thread ``loyaltylayer-io`` runs the loop whenever work is waiting that no caller is
   running: calls from threads that found the loop taken or have a loop of their own, iterators
-  and context managers (between steps too), and the closing of collected clients.
+  and context managers (between steps too), the closing of collected clients, and tasks a call
+  left running (a token refresh).
 * ``iterate`` and ``context`` give each sync iterator or ``with`` block one *driver task* that
   owns the async generator or context manager for its whole life, so ``asyncio.timeout`` and task
   groups that span a ``yield`` behave as they do in async code.
@@ -23,6 +24,8 @@ is exactly what this module avoids.
 
 from __future__ import annotations
 
+# The C functions: `signal`'s wrappers convert handlers to enums (8 µs per call's swap, not 1).
+import _signal  # type: ignore[import-not-found]
 import asyncio
 import atexit
 import concurrent.futures
@@ -32,6 +35,7 @@ import ctypes
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator
@@ -60,6 +64,8 @@ _POLL_INTERVAL: Final = 0.1
 _CANCEL_GRACE: Final = 5.0
 # How long shutdown gives live clients to close, and the loop thread to stop.
 _CLOSE_TIMEOUT: Final = 5.0
+# A caller that finds the loop idle for longer than this lets it poll once before its call.
+_IDLE_POLL_AFTER: Final = 0.001
 
 
 class SyncInAsyncWarning(RuntimeWarning):
@@ -95,31 +101,74 @@ class _Runtime:
         self.loop.set_default_executor(self.executor)
         self._guard = threading.Condition(threading.RLock())
         self._driver: threading.Thread | None = None
+        self._nested = 0  # borrows by the driver on top of its own (see `borrow`)
         self._pending = 0
+        self._adopted: set[asyncio.Task[Any]] = set()  # counted in _pending until they end
         self._closing = False
+        self._idle_since = time.monotonic()
         self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
         self.thread.start()
 
     def borrow(self) -> bool:
-        """Become the thread that runs the loop, if no thread does (see ``give_back``)."""
+        """Become the thread that runs the loop, if no thread does (see ``give_back``).
+
+        A thread that holds the loop but is not running it runs it again, nested: that is a
+        finalizer that ran on it just before or after a run, and no other thread may run the loop
+        until it returns.
+        """
+        me = threading.current_thread()
         with self._guard:
+            if self._driver is me and not self.loop.is_running():
+                self._nested += 1
+                return True
             if self._driver is not None or self._closing:
                 return False
-            self._driver = threading.current_thread()
+            self._driver = me
             return True
 
     def give_back(self) -> None:
         with self._guard:
+            if self._nested:
+                self._nested -= 1
+                return
+            self._adopt_leftovers()
             self._driver = None
+            self._idle_since = time.monotonic()
             if self._pending:
                 self._guard.notify_all()
 
-    def run_borrowed(self, fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    def run_here(self, fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T | _Elsewhere:
+        """Run ``fn()`` as a task on the loop in this thread, if no other thread runs the loop;
+        ``_ELSEWHERE`` if one does (hand the call over instead)."""
+        ctrl_c = _CtrlC.defer(self.loop)
+        try:
+            if not self.borrow():
+                return _ELSEWHERE
+            try:
+                return self.run_borrowed(fn, ctrl_c)
+            finally:
+                self.give_back()
+                _quiet_if_exiting()
+        finally:
+            if ctrl_c is not None:
+                ctrl_c.restore()
+
+    def run_borrowed(
+        self, fn: Callable[[], Coroutine[Any, Any, _T]], ctrl_c: _CtrlC | None = None
+    ) -> _T:
         """Run ``fn()`` as a task on the loop, in this thread (which borrowed the loop).
 
         If running it is interrupted (Ctrl-C), the task is cancelled and given a grace period to
         finish cancelling before the interruption propagates.
         """
+        if time.monotonic() - self._idle_since >= _IDLE_POLL_AFTER:
+            # While no thread ran the loop, a server may have closed a pooled keep-alive
+            # connection: let the loop see that (and run timers that fell due) before the call's
+            # first step, which would otherwise send on the closed connection.
+            self.loop.stop()
+            self.loop.run_forever()
+        if ctrl_c is not None and ctrl_c.count:
+            raise KeyboardInterrupt  # before the call started: do not start it
         loop = self.loop
 
         async def run_then_stop() -> _T:
@@ -132,8 +181,12 @@ class _Runtime:
                 loop.stop()
 
         task = loop.create_task(run_then_stop())
+        if ctrl_c is not None:
+            ctrl_c.task = task
         try:
             while not task.done():
+                if ctrl_c is not None and ctrl_c.count:
+                    raise KeyboardInterrupt  # Ctrl-C stopped the run (`run_here` raises it again)
                 loop.run_forever()
         except BaseException:
             if not task.done():
@@ -151,6 +204,8 @@ class _Runtime:
         """Run ``callback(*args)`` on the loop, in a copy of the caller's context, as work that
         keeps the loop running until it reports ``finished``."""
         with self._guard:
+            if self._closing:  # no thread will run the loop again
+                raise RuntimeError("the loyaltylayer portal was shut down")
             self._pending += 1
             if self._driver is None:
                 self._guard.notify_all()
@@ -165,7 +220,23 @@ class _Runtime:
         with self._guard:
             self._pending -= 1
             if not self._pending and self._driver is self.thread:
-                self.loop.stop()
+                self._adopt_leftovers()
+                if not self._pending:
+                    self.loop.stop()
+
+    def _adopt_leftovers(self) -> None:
+        """Count tasks the calls left running (a token refresh) as handed-over work, so that the
+        daemon runs the loop until they end instead of freezing them, and their timeouts, until
+        the next call."""
+        for task in asyncio.all_tasks(self.loop):
+            if task not in self._adopted:
+                self._adopted.add(task)
+                self._pending += 1
+                task.add_done_callback(self._disown)
+
+    def _disown(self, task: asyncio.Task[Any]) -> None:
+        self._adopted.discard(task)
+        self.finished()
 
     def _serve(self) -> None:
         """The daemon thread: run the loop while handed-over work waits and no caller runs it."""
@@ -181,6 +252,7 @@ class _Runtime:
             finally:
                 with self._guard:
                     self._driver = None
+                    self._idle_since = time.monotonic()
 
     def close(self) -> None:
         """Close tracked clients, cancel what is left, stop and close the loop (idempotent)."""
@@ -188,8 +260,13 @@ class _Runtime:
             return
         if self.borrow():
             try:
+                drain = self.loop.create_task(_drain())
+                # The bound a handed-over drain gets: a clean-up that never ends (an async
+                # generator's, say) must not hold the exit.
+                deadline = self.loop.call_later(2 * _CLOSE_TIMEOUT, self.loop.stop)
                 with contextlib.suppress(BaseException):
-                    self.run_borrowed(_drain)
+                    self.loop.run_until_complete(drain)
+                deadline.cancel()
             finally:
                 self.give_back()
         else:
@@ -205,6 +282,73 @@ class _Runtime:
         with self._guard:
             if self._driver is None and not self.thread.is_alive():
                 self.loop.close()
+
+
+class _Elsewhere:
+    """``run_here``'s answer when another thread runs the loop."""
+
+
+_ELSEWHERE: Final = _Elsewhere()
+
+
+class _CtrlC:
+    """Ctrl-C while the main thread runs the loop itself.
+
+    Python's default handler raises KeyboardInterrupt at whatever bytecode is running: it may be
+    another thread's task (whose call would then raise it), an aiohttp callback, or this module
+    between taking the loop and giving it back (the loop would then stay taken for good). While
+    this handler is installed, Ctrl-C instead stops the call's run of the loop at the end of the
+    current iteration, so the call is cancelled as on any interruption, and KeyboardInterrupt is
+    raised once the loop is given back. Ctrl-C again while the loop still runs raises at once, in
+    case a callback is stuck.
+    """
+
+    __slots__ = ("_active", "_loop", "count", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._active = True
+        self.count = 0
+        self.task: asyncio.Task[Any] | None = None
+
+    @classmethod
+    def defer(cls, loop: asyncio.AbstractEventLoop) -> _CtrlC | None:
+        """Install the handler, if this is the main thread and Ctrl-C has the default handler."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler
+        ):
+            return None
+        ctrl_c = cls(loop)
+        try:
+            _signal.signal(_signal.SIGINT, ctrl_c)
+        except ValueError:  # the main thread of a subinterpreter
+            return None
+        return ctrl_c
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count > 1 and asyncio._get_running_loop() is self._loop:
+            raise KeyboardInterrupt
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        # This may run late, on whichever thread then runs the loop: stop only the call's own run.
+        if (
+            self._active
+            and self.task is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._loop.stop()
+
+    def restore(self) -> None:
+        """Put the default handler back; raise KeyboardInterrupt if Ctrl-C came meanwhile."""
+        self._active = False
+        if _signal.getsignal(_signal.SIGINT) is self:
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        if self.count:
+            raise KeyboardInterrupt
 
 
 _lock = threading.Lock()
@@ -267,12 +411,10 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     waits briefly for it to finish cancelling, then propagates.
     """
     runtime = _runtime_for_caller()
-    if not _in_running_loop() and runtime.borrow():
-        try:
-            return runtime.run_borrowed(lambda: fn(*args, **kwargs))
-        finally:
-            runtime.give_back()
-            _quiet_if_exiting()
+    if not _in_running_loop():
+        result = runtime.run_here(lambda: fn(*args, **kwargs))
+        if not isinstance(result, _Elsewhere):
+            return result
     outcome, cancel = _start_task(runtime, lambda: fn(*args, **kwargs))
     return _wait(outcome, runtime.loop, cancel, lambda: outcome.settled(_CANCEL_GRACE))
 
@@ -486,6 +628,8 @@ def _wait(
                 # and *raises* TimeoutError only when this wait times out.
                 outcome.exception(timeout=_POLL_INTERVAL)
             except TimeoutError:
+                if loop.is_closed() and not outcome.done():  # shut down before it ran
+                    raise RuntimeError("the loyaltylayer portal was shut down") from None
                 continue
             _quiet_if_exiting()
             return outcome.result()
@@ -555,10 +699,13 @@ class _Channel:
             self._loop.call_soon_threadsafe(self._deliver, _STOP, reply)
         except RuntimeError:  # the loop closed meanwhile: shutdown already closed the subject
             return
-        # Collected on the thread running the loop: waiting there would block the loop for good.
-        on_loop_thread = asyncio._get_running_loop() is self._loop
-        if not on_loop_thread and not sys.is_finalizing():
-            concurrent.futures.wait((reply,), _CLOSE_TIMEOUT)
+        # Collected on the thread that holds the loop (running it, or just before or after a run):
+        # nothing would run the loop while it waits.
+        holds_loop = self._runtime._driver is threading.current_thread()
+        if not holds_loop and not sys.is_finalizing():
+            # The task's end, not the reply: if the task ended since the check above, the loop
+            # may have stopped with nothing pending, and no thread would run the request.
+            self._finished.wait(_CLOSE_TIMEOUT)
 
     def _deliver(self, command: object, reply: concurrent.futures.Future[Any]) -> None:
         if self._task is not None and not self._task.done():

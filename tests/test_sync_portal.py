@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import gc
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import FrameType
 
+import aiohttp
 import pytest
 from sync_fixtures._async._client import FixtureAPIError
 from sync_fixtures._sync import LoyaltyLayer
@@ -257,3 +261,125 @@ def test_a_collected_client_is_closed_but_not_while_its_children_are_in_use(serv
     while inner._session is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert inner._session is None
+
+
+async def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+async def _post(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.post(url, data=b"{}") as reply:
+        return await reply.text()
+
+
+def test_a_post_after_the_server_closed_the_idle_connection_opens_a_new_one() -> None:
+    """The server closes its end of the pooled connection while no thread runs the loop; the next
+    call must not send on that connection (aiohttp retries only idempotent methods)."""
+    with Server(keepalive_timeout=0.1) as server:
+        session = _portal.call(_new_session)
+        try:
+            assert _portal.call(_post, session, f"{server.url}/echo/one") == "one"
+            time.sleep(0.3)
+            assert _portal.call(_post, session, f"{server.url}/echo/two") == "two"
+        finally:
+            _portal.call(session.close)
+
+
+def test_background_work_a_call_started_goes_on_after_the_call_returns(server: Server) -> None:
+    """Like a token refresh: started by one call, awaited by none. The server answers it in
+    0.1 s; it must not fail with its own timeout because the next call came later than that."""
+    started: list[asyncio.Task[str]] = []
+
+    async def start_in_background() -> None:
+        async def fetch() -> str:
+            timeout = aiohttp.ClientTimeout(total=0.5)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(f"{server.url}/slow?s=0.1") as reply,
+            ):
+                return await reply.text()
+
+        started.append(asyncio.ensure_future(fetch()))
+
+    async def outcome() -> str:
+        await asyncio.wait(started)
+        (task,) = started
+        return repr(task.exception()) if task.exception() else task.result()
+
+    _portal.call(start_in_background)
+    time.sleep(0.8)
+    assert _portal.call(outcome) == "slow"
+
+
+def test_a_call_racing_with_shutdown_fails_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def noop() -> str:
+        return "ok"
+
+    _portal.call(noop)
+    runtime = _portal._runtime
+    assert runtime is not None
+    join = runtime.thread.join
+    seen: list[str] = []
+
+    def late_call() -> None:
+        try:
+            seen.append(_portal.call(noop))
+        except RuntimeError:
+            seen.append("RuntimeError")
+
+    def join_then_call(timeout: float | None = None) -> None:
+        join(timeout)
+        # A thread that took this runtime just before shutdown_portal() let go of it calls now,
+        # while shutdown is stopping the loop.
+        monkeypatch.setattr(_portal, "_runtime_for_caller", lambda: runtime)
+        caller = threading.Thread(target=late_call, daemon=True)
+        caller.start()
+        caller.join(1)
+        monkeypatch.undo()
+
+    runtime.thread.join = join_then_call  # type: ignore[method-assign]
+    _portal.shutdown_portal()
+    assert seen == ["RuntimeError"]
+
+
+class _SlowToClose:
+    """An async iterator with nothing in it, whose ``aclose`` takes a moment."""
+
+    def __aiter__(self) -> _SlowToClose:
+        return self
+
+    async def __anext__(self) -> int:
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0.2)
+
+
+def test_closing_an_iterator_whose_task_ends_meanwhile_does_not_wait() -> None:
+    """The iterator ends; while its driver task is still closing the subject, the sync side
+    closes the channel. If the task ends (and the loop thread stops) before the stop request
+    reaches the loop, nothing runs that request: close must not wait for its reply."""
+
+    def let_the_loop_stop_first(frame: FrameType, event: str, arg: object) -> None:
+        caller = frame.f_back
+        if (
+            event == "call"
+            and frame.f_code is concurrent.futures.Future.__init__.__code__
+            and caller is not None
+            and caller.f_code is _portal._Channel.close.__code__
+        ):
+            runtime = _portal._runtime
+            deadline = time.monotonic() + 2
+            while getattr(runtime, "_driver", None) is not None:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+    sys.settrace(let_the_loop_stop_first)
+    try:
+        started = time.monotonic()
+        assert list(_portal.iterate(None, _SlowToClose)) == []
+    finally:
+        sys.settrace(None)
+    assert time.monotonic() - started < 1.0

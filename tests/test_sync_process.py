@@ -261,3 +261,162 @@ def test_a_cold_start_race_makes_one_loop_thread(server: Server) -> None:
         """,
     )
     assert out == "True 1\n"
+
+
+def test_ctrl_c_in_the_main_thread_does_not_land_in_another_threads_call(server: Server) -> None:
+    # The main thread runs the loop for its own call, so it also runs the other thread's work
+    # (here CPU-bound, like parsing a reply). Ctrl-C must interrupt the main thread's call only.
+    process = _start(
+        server,
+        """
+        import asyncio, signal, threading
+        from loyaltylayer import _portal
+
+        parsing = threading.Event()
+        seen = {}
+
+        async def parse():
+            parsing.set()
+            time.sleep(0.3)
+            return "parsed"
+
+        def other():
+            deadline = time.monotonic() + 2
+            while getattr(_portal._runtime, "_driver", None) is not threading.main_thread():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)  # until the main thread runs the loop
+            try:
+                seen["other"] = _portal.call(parse)
+            except BaseException as exc:
+                seen["other"] = type(exc).__name__
+
+        def ctrl_c():
+            parsing.wait()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        threads = [threading.Thread(target=other), threading.Thread(target=ctrl_c)]
+        for thread in threads:
+            thread.start()
+        try:
+            _portal.call(asyncio.sleep, 5)
+        except KeyboardInterrupt:
+            seen["main"] = "KeyboardInterrupt"
+        for thread in threads:
+            thread.join()
+        print(seen["main"], seen["other"])
+        """,
+    )
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, err) == (0, "")
+    assert out == "KeyboardInterrupt parsed\n"
+
+
+def test_ctrl_c_while_the_main_thread_gives_the_loop_back_leaves_the_portal_working(
+    server: Server,
+) -> None:
+    # A real SIGINT, raised at the moment the main thread enters `give_back` (as it may, between
+    # any two bytecodes): KeyboardInterrupt is fine, a loop owned by nobody forever is not.
+    process = _start(
+        server,
+        """
+        import signal, threading
+        from loyaltylayer import _portal
+
+        async def noop():
+            return "ok"
+
+        def ctrl_c_in_give_back(frame, event, arg):
+            if frame.f_code.co_name == "give_back" and not sent:
+                sent.append(True)
+                signal.raise_signal(signal.SIGINT)
+
+        sent = []
+        sys.settrace(ctrl_c_in_give_back)
+        try:
+            _portal.call(noop)
+        except KeyboardInterrupt:
+            print("interrupted")
+        sys.settrace(None)
+        after = []
+        thread = threading.Thread(target=lambda: after.append(_portal.call(noop)), daemon=True)
+        thread.start()
+        thread.join(2)
+        print(sent, after, flush=True)
+        os._exit(0)  # a hung portal would also hang the exit
+        """,
+    )
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, err) == (0, "")
+    assert out == "interrupted\n[True] ['ok']\n"
+
+
+def test_a_finalizer_that_calls_between_running_the_loop_and_giving_it_back(
+    server: Server,
+) -> None:
+    # A finalizer can run on the thread that holds the loop after its run ended and before it
+    # gives the loop back (here: an object kept in the finished task's context, freed with the
+    # task). A sync call there must not wait for a loop that only this thread may run.
+    process = _start(
+        server,
+        """
+        import contextvars, threading
+        client = LoyaltyLayer.from_env()
+        kept = contextvars.ContextVar("kept")
+        seen = []
+
+        class CallsWhenCollected:
+            def __del__(self):
+                seen.append(client.get("/echo/from-finalizer"))
+
+        async def keep():
+            kept.set(CallsWhenCollected())
+
+        client.get("/echo/warm-up")
+        from loyaltylayer import _portal
+        thread = threading.Thread(target=_portal.call, args=(keep,), daemon=True)
+        thread.start()
+        thread.join(3)
+        print(thread.is_alive(), seen, flush=True)
+        os._exit(0)
+        """,
+    )
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, err) == (0, "")
+    assert out == "False ['from-finalizer']\n"
+
+
+def test_exit_is_bounded_when_the_exiting_thread_drains_the_loop(server: Server) -> None:
+    # At exit the main thread runs the loop for the drain itself: an async generator whose
+    # clean-up never ends must not hold the exit for longer than shutdown allows.
+    started = time.monotonic()
+    process = _start(
+        server,
+        """
+        import asyncio
+        from loyaltylayer import _portal
+        _portal._CLOSE_TIMEOUT = 0.2
+        kept = []
+
+        async def leave_a_generator_that_never_finishes_closing():
+            async def stubborn():
+                try:
+                    yield 1
+                finally:
+                    await asyncio.Event().wait()
+            generator = stubborn()
+            await anext(generator)
+            kept.append(generator)
+
+        _portal.call(leave_a_generator_that_never_finishes_closing)
+        print("exiting", flush=True)
+        """,
+    )
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the process did not exit within 10 s")
+    assert (process.returncode, out) == (0, "exiting\n")
+    assert time.monotonic() - started < 5

@@ -39,10 +39,12 @@ async def _connections(request: web.Request) -> web.Response:
 
 
 class Server:
-    """``with Server() as server: server.url`` serves /echo/{text}, /status/{code}, /slow?s=."""
+    """``with Server() as server: server.url`` serves /echo/{text} (GET and POST), /status/{code},
+    /slow?s=; ``keepalive_timeout`` is how long it keeps an idle connection open."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keepalive_timeout: float = 75.0) -> None:
         self.url = ""
+        self._keepalive_timeout = keepalive_timeout
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fixture-server")
@@ -62,12 +64,17 @@ class Server:
         app = web.Application(middlewares=[_count_connections])
         app[_PEERS] = set()
         app.router.add_get("/echo/{text}", _echo)
+        app.router.add_post("/echo/{text}", _echo)
         app.router.add_get("/status/{code}", _status)
         app.router.add_get("/slow", _slow)
         app.router.add_get("/connections", _connections)
         # A client that goes away cancels its handler, so stopping never waits for /slow.
         self._runner = web.AppRunner(
-            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
+            app,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self._keepalive_timeout,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
