@@ -30,7 +30,7 @@ from ._servers import CLIENT_ID, CLIENT_SECRET, SandboxProcess
 
 __all__ = ["run"]
 
-CALLS: dict[Profile, tuple[int, int]] = {"smoke": (100, 2), "quick": (500, 6), "full": (500, 30)}
+CALLS: dict[Profile, tuple[int, int]] = {"smoke": (100, 2), "quick": (500, 6), "full": (500, 60)}
 """Calls per side in a round, and paired rounds, per profile."""
 IN_FLIGHT = 8
 

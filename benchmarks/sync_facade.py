@@ -18,7 +18,7 @@ from ._servers import CLIENT_ID, CLIENT_SECRET, SandboxProcess
 
 __all__ = ["run"]
 
-CALLS: dict[Profile, tuple[int, int]] = {"smoke": (50, 2), "quick": (200, 6), "full": (200, 30)}
+CALLS: dict[Profile, tuple[int, int]] = {"smoke": (50, 2), "quick": (200, 6), "full": (200, 60)}
 """Sequential calls per side in a round, and paired rounds, per profile."""
 _WARM = 5
 
