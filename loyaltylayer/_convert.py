@@ -187,8 +187,9 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
     return read
 
 
-_TOLERANT = (Holder, EncryptionKey, EncryptionKeySet, CardToken, *PASS_TYPES.values())
-"""Reply models, nested ones before those that hold them."""
+_READ_BY_TYPE = (Holder, EncryptionKey, EncryptionKeySet, CardToken)
+"""Reply models read through the converter (nested ones first); passes have their own readers."""
+_TOLERANT = (*_READ_BY_TYPE, *PASS_TYPES.values())
 _KNOWN: dict[type[Any], frozenset[str]] = {
     cls: frozenset(a.name for a in attrs.fields(cls)) - _CLIENT_SIDE
     for cls in (*_TOLERANT, UnknownPass)
@@ -217,7 +218,7 @@ def _explaining() -> cattrs.Converter:
 
 
 _register_parsers(converter)
-for _model in _TOLERANT:
+for _model in _READ_BY_TYPE:
     converter.register_structure_hook(_model, _reader(_model))
 _FROM_THE_REQUEST = ("idempotency_key", "replayed")
 _PASS_READERS: dict[type[Pass], Callable[..., Pass]] = {
