@@ -86,9 +86,10 @@ class Closeable(Protocol):
 class _Runtime:
     """One event loop, run by a caller that needs it or by the daemon thread, and its executor.
 
-    ``_guard`` protects who runs the loop (``_driver``) and how much handed-over work is not
-    finished (``_pending``). It is reentrant because a finalizer that closes a collected client
-    can run in the middle of any code, this module's included.
+    ``_guard`` protects who runs the loop (``_driver``) and how much work is not finished
+    (``_pending``: what was handed over, and every task on the loop but a borrowed call's own).
+    It is reentrant because a finalizer that closes a collected client can run in the middle of
+    any code, this module's included.
     """
 
     def __init__(self) -> None:
@@ -99,11 +100,11 @@ class _Runtime:
             thread_name_prefix=f"{THREAD_NAME}-executor"
         )
         self.loop.set_default_executor(self.executor)
+        self.loop.set_task_factory(self._new_task)
         self._guard = threading.Condition(threading.RLock())
         self._driver: threading.Thread | None = None
         self._nested = 0  # borrows by the driver on top of its own (see `borrow`)
         self._pending = 0
-        self._adopted: set[asyncio.Task[Any]] = set()  # counted in _pending until they end
         self._closing = False
         self._idle_since = time.monotonic()
         self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
@@ -131,7 +132,6 @@ class _Runtime:
             if self._nested:
                 self._nested -= 1
                 return
-            self._adopt_leftovers()
             self._driver = None
             self._idle_since = time.monotonic()
             if self._pending:
@@ -180,7 +180,9 @@ class _Runtime:
             finally:
                 loop.stop()
 
-        task = loop.create_task(run_then_stop())
+        # Not through the loop's factory: this thread runs it to its end, so it is not work
+        # left for the loop thread (but for a call that outlives its interruption, below).
+        task = asyncio.Task(run_then_stop(), loop=loop)
         if ctrl_c is not None:
             ctrl_c.task = task
         try:
@@ -195,7 +197,9 @@ class _Runtime:
                 with contextlib.suppress(BaseException):
                     loop.run_forever()  # until the task has finished cancelling, or give_up
                 give_up.cancel()
-                if task.done() and not task.cancelled():
+                if not task.done():
+                    self._count(task)
+                elif not task.cancelled():
                     task.exception()
             raise
         return task.result()
@@ -220,22 +224,24 @@ class _Runtime:
         with self._guard:
             self._pending -= 1
             if not self._pending and self._driver is self.thread:
-                self._adopt_leftovers()
-                if not self._pending:
-                    self.loop.stop()
+                self.loop.stop()
 
-    def _adopt_leftovers(self) -> None:
-        """Count tasks the calls left running (a token refresh) as handed-over work, so that the
-        daemon runs the loop until they end instead of freezing them, and their timeouts, until
-        the next call."""
-        for task in asyncio.all_tasks(self.loop):
-            if task not in self._adopted:
-                self._adopted.add(task)
-                self._pending += 1
-                task.add_done_callback(self._disown)
+    def _new_task(
+        self, loop: asyncio.AbstractEventLoop, coro: Any, /, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        """The loop's task factory: every task is work until it ends, so one a call leaves
+        running (a token refresh) goes on after the call returns, as it would in async code,
+        instead of freezing, its timeouts with it, until the next call."""
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self._count(task)
+        return task
 
-    def _disown(self, task: asyncio.Task[Any]) -> None:
-        self._adopted.discard(task)
+    def _count(self, task: asyncio.Task[Any]) -> None:
+        with self._guard:
+            self._pending += 1
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, _: asyncio.Task[Any]) -> None:
         self.finished()
 
     def _serve(self) -> None:
