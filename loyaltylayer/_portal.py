@@ -173,8 +173,7 @@ class _Runtime:
 
         async def run_then_stop() -> _T:
             # Stopping in the task's own last step saves the loop iteration (and its poll of
-            # the selector) that `run_until_complete` spends on a done callback: about a
-            # quarter of what a sync call costs beyond the same call awaited.
+            # the selector) that `run_until_complete` spends on a done callback, every call.
             try:
                 return await fn()
             finally:
@@ -220,7 +219,8 @@ class _Runtime:
             raise
 
     def finished(self) -> None:
-        """One piece of handed-over work is done; the daemon stops the loop after the last."""
+        """One piece of work (handed over, or a task) is done; the daemon stops the loop after
+        the last."""
         with self._guard:
             self._pending -= 1
             if not self._pending and self._driver is self.thread:
