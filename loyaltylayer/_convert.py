@@ -93,10 +93,14 @@ def _status(value: Any, _: type[Any]) -> PassStatus:
     return _STATUSES.get(value) or PassStatus(value)
 
 
+def _not_an_object(data: Any) -> None:
+    raise TypeError(f"expected an object, got {type(data).__name__}")
+
+
 def _split(cls: type[Any], data: Any) -> dict[str, Any]:
     """The known fields of ``data``, with every other key gathered under ``extra``."""
     if not isinstance(data, Mapping):
-        raise TypeError(f"expected an object, got {type(data).__name__}")
+        _not_an_object(data)
     known = _KNOWN[cls]
     unknown = data.keys() - known
     if not unknown:
@@ -114,14 +118,6 @@ def _keeping_extra(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any, type[
         return base(_split(cls, data), cls)
 
     return structure_one
-
-
-def _not_an_object(data: Any) -> None:
-    raise TypeError(f"expected an object, got {type(data).__name__}")
-
-
-def _wrong_type(field: str, expected: type[Any], value: Any) -> None:
-    raise TypeError(f"{field}: expected {expected.__name__}, got {type(value).__name__}")
 
 
 _CHECKED_INLINE = (str, int, bool)
@@ -146,7 +142,7 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
         "_type": type,
         "_isinstance": isinstance,
         "_not_an_object": _not_an_object,
-        "_wrong_type": _wrong_type,
+        "_strict": _strict,
     }
     parameters = f", *, {', '.join(given)}" if given else ""
     lines = [
@@ -175,7 +171,7 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
         if typ in _CHECKED_INLINE:
             guard = f"{value} is not None and " if optional else ""
             lines.append(f"    if {guard}_type({value}) is not {typ_name}:")
-            lines.append(f"        _wrong_type({field.name!r}, {typ_name}, {value})")
+            lines.append(f"        _strict({value}, {typ_name})  # raises")
         else:
             namespace[hook] = converter.get_structure_hook(typ)
             parse = f"{value} = {hook}({value}, {typ_name})"
