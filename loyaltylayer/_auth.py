@@ -49,6 +49,12 @@ class TokenManager:
     def __repr__(self) -> str:
         return f"<TokenManager cache_key={self._cache_key!r} has_token={self._token is not None}>"
 
+    def current(self) -> str | None:
+        """The token while no refresh is due: what nearly every call needs, without awaiting."""
+        if self._token is not None and asyncio.get_running_loop().time() < self._refresh_at:
+            return self._token
+        return None
+
     async def token(self) -> str:
         """A valid access token, fetching or refreshing it when needed."""
         now = asyncio.get_running_loop().time()

@@ -123,12 +123,28 @@ def _keeping_extra(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any, type[
 _CHECKED_INLINE = (str, int, bool)
 """Field types a reader checks itself (``type(value) is T``, as ``_strict`` does)."""
 
+_PARSED_INLINE: dict[Any, str] = {
+    dt.datetime: "{v} = _p if _type({v}) is _str and (_p := _datetime({v})).tzinfo is not None "
+    "else {hook}({v}, {t})",
+    dt.date: "{v} = _date({v}[:10]) if _type({v}) is _str else {hook}({v}, {t})",
+    PassStatus: "{v} = _statuses[{v}] if _type({v}) is _str and {v} in _statuses "
+    "else {hook}({v}, {t})",
+    Mapping[str, str]: "{v} = _dict({v}) if _type({v}) is _dict and _only_str(_map(_type, {v})) "
+    "and _only_str(_map(_type, {v}.values())) else {hook}({v}, {t})",
+}
+"""Field types a reader parses itself when the value is the usual one; any other value goes to
+the converter's hook, which parses the rest or raises the error that says what is wrong."""
+
 
 def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
     """A structure hook for the reply model ``cls``, compiled to straight-line code.
 
     It reads what ``_keeping_extra`` reads, to the same values. The fields named in ``given``
     are not read: they are keyword-only parameters of the reader, passed on as they are.
+
+    The instance is built without ``__init__``, as ``attrs`` itself fills a frozen class: its
+    validation is for what a user gives (``reading_server_data`` turns it off for replies), and
+    calling a class with a keyword per field cost more than reading the fields.
     """
     hints = typing.get_type_hints(cls)
     known = _KNOWN[cls]
@@ -139,23 +155,37 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
         "_known": known,
         "_Mapping": Mapping,
         "_dict": dict,
+        "_str": str,
+        "_map": map,
         "_type": type,
         "_isinstance": isinstance,
         "_not_an_object": _not_an_object,
         "_strict": _strict,
+        "_new": object.__new__,
+        "_setter": object.__setattr__.__get__,
+        "_datetime": dt.datetime.fromisoformat,
+        "_date": dt.date.fromisoformat,
+        "_statuses": _STATUSES,
+        "_only_str": frozenset({str}).issuperset,
     }
     parameters = f", *, {', '.join(given)}" if given else ""
     lines = [
         f"def read(_o, _=None{parameters}):",
         "    if _type(_o) is not _dict and not _isinstance(_o, _Mapping):",
         "        _not_an_object(_o)",
-        "    _extra = {} if _o.keys() <= _known else "
+        "    _extra = {} if _known.issuperset(_o) else "
         "{_k: _v for _k, _v in _o.items() if _k not in _known}",
     ]
-    arguments = ["extra=_extra", *(f"{name}={name}" for name in given)]
+    setting = ["    _r = _new(_cls)", "    _set = _setter(_r)"]
     for index, field in enumerate(attrs.fields(cast(type[Any], cls))):
-        if field.name not in known or field.name in given:
+        if field.name == "extra":
+            setting.append("    _set('extra', _extra)")
             continue
+        if field.name in given:
+            setting.append(f"    _set({field.name!r}, {field.name})")
+            continue
+        if field.name not in known:
+            raise TypeError(f"{cls.__name__}.{field.name}: a reader has no value for it")
         value, typ_name, hook = f"_v{index}", f"_t{index}", f"_h{index}"
         typ = hints[field.name]
         optional = isinstance(typ, types.UnionType) and type(None) in typing.get_args(typ)
@@ -174,10 +204,11 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
             lines.append(f"        _strict({value}, {typ_name})  # raises")
         else:
             namespace[hook] = converter.get_structure_hook(typ)
-            parse = f"{value} = {hook}({value}, {typ_name})"
-            lines.append(f"    if {value} is not None: {parse}" if optional else f"    {parse}")
-        arguments.append(f"{field.name}={value}")
-    lines.append(f"    return _cls({', '.join(arguments)})")
+            parse = _PARSED_INLINE.get(typ, "{v} = {hook}({v}, {t})")
+            guard = f"if {value} is not None: " if optional else ""
+            lines.append(f"    {guard}{parse.format(v=value, hook=hook, t=typ_name)}")
+        setting.append(f"    _set({field.name!r}, {value})")
+    lines += [*setting, "    return _r"]
     exec(compile("\n".join(lines), f"<loyaltylayer reader {cls.__name__}>", "exec"), namespace)
     read: Callable[..., T] = namespace["read"]
     return read
@@ -253,31 +284,28 @@ def _explain(data: Any, cls: type[Any]) -> str:
 
     Replies are read without it (it costs a third of the time); it runs only after a failure.
     """
+    token = reading_server_data.set(True)
     try:
         _explaining().structure(data, cls)
     except Exception as exc:
         return _describe(exc)
+    finally:
+        reading_server_data.reset(token)
     return "it does not match the contract"
 
 
-def _reading(
-    cls: type[T], read: Callable[[], T], data: Any, context: Callable[[], dict[str, Any]]
-) -> T:
-    token = reading_server_data.set(True)
-    try:
-        return read()
-    except Exception as exc:
-        reason = _explain(data, cls)
-        raise UnexpectedResponseError(
-            f"reply does not match {cls.__name__}: {reason}", **context()
-        ) from exc
-    finally:
-        reading_server_data.reset(token)
+def _rejected(cls: type[Any], data: Any, context: dict[str, Any]) -> UnexpectedResponseError:
+    return UnexpectedResponseError(
+        f"reply does not match {cls.__name__}: {_explain(data, cls)}", **context
+    )
 
 
 def structure(data: Any, cls: type[T], **context: Any) -> T:
     """Read a reply body as ``cls``; ``context`` (method, path, ids) goes on the error."""
-    return _reading(cls, lambda: converter.structure(data, cls), data, lambda: context)
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:
+        raise _rejected(cls, data, context) from exc
 
 
 def structure_pass(
@@ -300,26 +328,18 @@ def structure_pass(
         )
     kind = data.get("type")
     cls: type[Pass] = PASS_TYPES.get(kind, UnknownPass) if isinstance(kind, str) else UnknownPass
-    if cls is UnknownPass:
-        return _reading(
-            cls,
-            lambda: _read_unknown_pass(
+    try:
+        if cls is UnknownPass:
+            return _read_unknown_pass(
                 data,
                 idempotency_key=idempotency_key,
                 replayed=replayed,
                 type=kind if isinstance(kind, str) else "",
                 raw=dict(data),
-            ),
-            data,
-            context,
-        )
-    read = _PASS_READERS[cls]
-    return _reading(
-        cls,
-        lambda: read(data, idempotency_key=idempotency_key, replayed=replayed),
-        data,
-        context,
-    )
+            )
+        return _PASS_READERS[cls](data, idempotency_key=idempotency_key, replayed=replayed)
+    except Exception as exc:
+        raise _rejected(cls, data, context()) from exc
 
 
 def unstructure(value: Any) -> Any:

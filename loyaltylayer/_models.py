@@ -68,7 +68,9 @@ def _check_str(errors: dict[str, str], field: str, value: object, *, lo: int, hi
 reading_server_data: ContextVar[bool] = ContextVar(
     "loyaltylayer_reading_server_data", default=False
 )
-"""Set while structuring a reply: what the server sends is read tolerantly, never re-validated."""
+"""Set while cattrs' hooks explain why a reply was rejected: what the server sends is read
+tolerantly, never validated as user input. (The readers in ``_convert`` build replies without
+calling ``__init__``, so they need no flag.)"""
 
 
 def _raise_if(errors: dict[str, str]) -> None:

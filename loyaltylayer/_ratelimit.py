@@ -432,12 +432,13 @@ class UnlimitedLimiter(Limiter):
 
     def __init__(self) -> None:
         self._gate: _Gate | None = None
+        self._lease = _GateLease(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
     def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
-        return _GateLease(self)
+        return self._lease
 
     async def block(self, seconds: float) -> None:
         loop, gate = self._bind()
@@ -470,7 +471,7 @@ class _PoolLease:
 
 
 class _GateLease:
-    """Waits out a server block; nothing to give back."""
+    """Waits out a server block; nothing to give back, so one serves every request."""
 
     __slots__ = ("_limiter",)
 
@@ -479,7 +480,8 @@ class _GateLease:
 
     async def __aenter__(self) -> None:
         loop, gate = self._limiter._bind()
-        await gate.wait_open(loop)
+        if gate.blocked_until > _now_ns(loop):
+            await gate.wait_open(loop)
 
     async def __aexit__(self, *_: object) -> None:
         return None

@@ -362,7 +362,7 @@ class Transport:
     async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
         """One attempt; when the token was rejected as expired, one more with a fresh token."""
         session = self._session_for_loop()
-        token = await self._auth.token() if call.authenticated else None
+        token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
         headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
         if call.body is not None:
             headers["Content-Type"] = "application/json"

@@ -252,3 +252,39 @@ def test_a_reply_model_whose_optional_field_has_another_default_is_refused() -> 
             _convert._reader(Odd)
     finally:
         del _convert._KNOWN[Odd]
+
+
+def test_a_reply_is_read_as_sent_not_validated_as_user_input() -> None:
+    odd_holder = HOLDER | {"email": "not an email", "first_name": "A" * 300, "country": "Mars"}
+    reply = PASSES[0] | {"holder": odd_holder}
+    read = _convert.structure_pass(reply, replayed=False, idempotency_key=None, context=_context)
+    assert read.holder is not None
+    assert (read.holder.email, read.holder.first_name, read.holder.country) == (
+        "not an email",
+        "A" * 300,
+        "Mars",
+    )
+
+
+def test_a_rejected_reply_is_explained_by_the_contract_not_by_user_input_rules() -> None:
+    reply = PASSES[0] | {"holder": HOLDER | {"email": "not an email"}, "membership_number": 5}
+    with pytest.raises(UnexpectedResponseError) as caught:
+        _convert.structure_pass(reply, replayed=False, idempotency_key=None, context=_context)
+    assert str(caught.value) == (
+        "reply does not match PriorityPass: expected str, got int @ reply.membership_number"
+        " [POST /v1/pass/status; correlation_id=c]"
+    )
+
+
+def test_a_reply_model_with_a_field_no_reply_can_fill_is_refused() -> None:
+    @attrs.frozen(kw_only=True)
+    class Odd:
+        name: str
+        secret: str = "x"
+
+    _convert._KNOWN[Odd] = frozenset({"name"})
+    try:
+        with pytest.raises(TypeError, match=r"^Odd\.secret: a reader has no value for it$"):
+            _convert._reader(Odd)
+    finally:
+        del _convert._KNOWN[Odd]
