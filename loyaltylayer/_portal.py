@@ -86,7 +86,7 @@ class Closeable(Protocol):
 class _Runtime:
     """One event loop, run by a caller that needs it or by the daemon thread, and its executor.
 
-    ``_guard`` protects who runs the loop (``_driver``) and how much work is not finished
+    ``_lock`` protects who runs the loop (``_driver``) and how much work is not finished
     (``_pending``: what was handed over, and every task on the loop but a borrowed call's own).
     It is reentrant because a finalizer that closes a collected client can run in the middle of
     any code, this module's included.
@@ -101,7 +101,10 @@ class _Runtime:
         )
         self.loop.set_default_executor(self.executor)
         self.loop.set_task_factory(self._new_task)
-        self._guard = threading.Condition(threading.RLock())
+        # Held through the lock itself (C code), the condition only to wait and notify: each
+        # call takes it four times, and `Condition.__enter__` is Python.
+        self._lock = threading.RLock()
+        self._guard = threading.Condition(self._lock)
         self._driver: threading.Thread | None = None
         self._nested = 0  # borrows by the driver on top of its own (see `borrow`)
         self._pending = 0
@@ -118,7 +121,7 @@ class _Runtime:
         until it returns.
         """
         me = threading.current_thread()
-        with self._guard:
+        with self._lock:
             if self._driver is me and not self.loop.is_running():
                 self._nested += 1
                 return True
@@ -128,7 +131,7 @@ class _Runtime:
             return True
 
     def give_back(self) -> None:
-        with self._guard:
+        with self._lock:
             if self._nested:
                 self._nested -= 1
                 return
@@ -206,7 +209,7 @@ class _Runtime:
     def hand_over(self, callback: Callable[..., object], *args: object) -> None:
         """Run ``callback(*args)`` on the loop, in a copy of the caller's context, as work that
         keeps the loop running until it reports ``finished``."""
-        with self._guard:
+        with self._lock:
             if self._closing:  # no thread will run the loop again
                 raise RuntimeError("the loyaltylayer portal was shut down")
             self._pending += 1
@@ -221,7 +224,7 @@ class _Runtime:
     def finished(self) -> None:
         """One piece of work (handed over, or a task) is done; the daemon stops the loop after
         the last."""
-        with self._guard:
+        with self._lock:
             self._pending -= 1
             if not self._pending and self._driver is self.thread:
                 self.loop.stop()
@@ -237,7 +240,7 @@ class _Runtime:
         return task
 
     def _count(self, task: asyncio.Task[Any]) -> None:
-        with self._guard:
+        with self._lock:
             self._pending += 1
         task.add_done_callback(self._task_done)
 
@@ -247,7 +250,7 @@ class _Runtime:
     def _serve(self) -> None:
         """The daemon thread: run the loop while handed-over work waits and no caller runs it."""
         while True:
-            with self._guard:
+            with self._lock:
                 while not self._closing and (self._driver is not None or not self._pending):
                     self._guard.wait()
                 if self._closing:
@@ -256,7 +259,7 @@ class _Runtime:
             try:
                 self.loop.run_forever()
             finally:
-                with self._guard:
+                with self._lock:
                     self._driver = None
                     self._idle_since = time.monotonic()
 
@@ -278,14 +281,14 @@ class _Runtime:
         else:
             outcome, _ = _start_task(self, _drain)
             outcome.settled(2 * _CLOSE_TIMEOUT)
-        with self._guard:
+        with self._lock:
             self._closing = True
             self._guard.notify_all()
             if self._driver is self.thread:
                 self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(_CLOSE_TIMEOUT)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        with self._guard:
+        with self._lock:
             if self._driver is None and not self.thread.is_alive():
                 self.loop.close()
 
