@@ -537,8 +537,10 @@ def _runtime_for_caller() -> _Runtime:
     running = asyncio._get_running_loop()
     if runtime is not None and running is runtime.loop:
         raise RuntimeError(
-            "a loyaltylayer sync method was called on the portal's own event loop thread, where it "
-            "would wait for itself forever; use AsyncLoyaltyLayer with await there"
+            "a loyaltylayer sync method was called from code the portal's event loop is running "
+            "(a coroutine or callback of another sync call, or a finalizer such as __del__ that "
+            "ran during one), where it would wait for itself forever; use AsyncLoyaltyLayer with "
+            "await there, or make the call outside it"
         )
     if not _warned_in_async and running is not None and "ipykernel" not in sys.modules:
         warnings.warn(

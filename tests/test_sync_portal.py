@@ -91,9 +91,28 @@ def test_a_call_from_the_portal_thread_raises_at_once() -> None:
         return _portal.call(asyncio.sleep, 0.0, 1.0)
 
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match="portal's own event loop thread"):
+    with pytest.raises(RuntimeError, match=r"^a loyaltylayer sync method was called from code "):
         _portal.call(nested)
     assert time.monotonic() - started < 1.0
+
+
+def test_a_call_from_a_finalizer_during_a_call_is_refused_naming_the_case() -> None:
+    refusals: list[str] = []
+
+    class CallsOnCollection:
+        def __del__(self) -> None:
+            try:
+                _portal.call(asyncio.sleep, 0.0)
+            except RuntimeError as error:
+                refusals.append(str(error))
+
+    async def collect_one() -> None:
+        CallsOnCollection()  # collected at once, while this call runs the loop
+
+    _portal.call(collect_one)
+    assert len(refusals) == 1
+    assert "a finalizer such as __del__ that ran during one" in refusals[0]
+    assert _portal.call(asyncio.sleep, 0.0, 7) == 7  # the portal is unharmed
 
 
 def test_the_same_exception_object_comes_back() -> None:
