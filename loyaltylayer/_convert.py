@@ -7,11 +7,13 @@ contract raises :class:`UnexpectedResponseError` with a path to the bad field, n
 ``KeyError`` and never a silently wrong value.
 
 Every reply is read by a *reader*: a structure hook compiled per model to straight-line code that
-checks plain fields inline and calls the converter's hooks only for fields that need parsing.
-cattrs' own generated hooks call one function per field (two for ``X | None``), which measured
-as most of the SDK's CPU per request. A reply a reader rejects is read again by cattrs' hooks
-with detailed validation, which say where it is wrong; ``tests/test_convert.py`` checks on
-random replies that the two accept and build the same things.
+checks plain fields and parses the usual timestamps, dates, statuses and string maps inline,
+calls the converter's hooks only for nested models and unusual values, and fills the frozen
+instance without calling its ``__init__``. cattrs' own generated hooks call one function per
+field (two for ``X | None``), which measured as most of the SDK's CPU per request. A reply a
+reader rejects is read again by cattrs' hooks with detailed validation, which say where it is
+wrong; ``tests/test_convert.py`` checks on random replies that the two accept and build the
+same things.
 """
 
 from __future__ import annotations
@@ -142,9 +144,9 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
     It reads what ``_keeping_extra`` reads, to the same values. The fields named in ``given``
     are not read: they are keyword-only parameters of the reader, passed on as they are.
 
-    The instance is built without ``__init__``, as ``attrs`` itself fills a frozen class: its
-    validation is for what a user gives (``reading_server_data`` turns it off for replies), and
-    calling a class with a keyword per field cost more than reading the fields.
+    The instance is filled as ``attrs``' own ``__init__`` fills a frozen class, without calling
+    it: its validation is for what a user gives, never for what a server sends, and calling a
+    class with a keyword per field cost more than reading the fields.
     """
     hints = typing.get_type_hints(cls)
     known = _KNOWN[cls]
