@@ -416,7 +416,7 @@ class Transport:
             )
         try:
             data = json.loads(raw.decode()) if raw else None
-        except ValueError:  # UnicodeDecodeError too
+        except (ValueError, RecursionError):  # UnicodeDecodeError too; nested too deep
             data = _NOT_JSON
         if 200 <= status < 300:
             if data is _NOT_JSON or data is None:

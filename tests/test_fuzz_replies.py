@@ -148,3 +148,14 @@ def test_any_reply_gives_a_result_or_an_sdk_error(
     else:
         assert 200 <= status < 300
         assert result is not None
+
+
+@pytest.mark.parametrize("status", [200, 400, 503])
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_a_reply_nested_too_deep_to_parse_is_an_sdk_error(
+    server: ScriptedServer, status: int, opener: bytes
+) -> None:
+    # json.loads raises RecursionError (not a ValueError) past about a thousand levels.
+    server.reply = (status, opener * 100_000, {})
+    with pytest.raises(ll.LoyaltyLayerError):
+        asyncio.run(_exercise(server.url, 0))
