@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.errors import CattrsError, ClassValidationError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import format_exception
@@ -225,9 +226,28 @@ _KNOWN: dict[type[Any], frozenset[str]] = {
 }
 
 
+def _is_list(typ: Any) -> bool:
+    return typing.get_origin(typ) is list
+
+
+def _strict_lists(typ: Any, conv: cattrs.Converter) -> Callable[[Any, Any], list[Any]]:
+    """cattrs' list hook iterates whatever it is given (``{}`` would read as ``[]``): a list in a
+    reply must be a JSON array."""
+    read_items = list_structure_factory(typ, conv)
+
+    def structure_list(value: Any, _: Any) -> list[Any]:
+        if type(value) is not list:
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        items: list[Any] = read_items(value, typ)
+        return items
+
+    return structure_list
+
+
 def _register_parsers(conv: cattrs.Converter) -> None:
     for primitive in (str, int, float, bool):
         conv.register_structure_hook(primitive, _strict)
+    conv.register_structure_hook_factory(_is_list, _strict_lists)
     conv.register_structure_hook(PassStatus, _status)
     conv.register_structure_hook(dt.datetime, _aware_datetime)
     conv.register_structure_hook(dt.date, _date)

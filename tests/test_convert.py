@@ -182,6 +182,17 @@ def test_a_key_set_is_read_as_cattrs_reads_it(
             _assert_same(got, want)
 
 
+@pytest.mark.parametrize("keys", [{}, "", "ab", {"kid": "k1"}])
+def test_a_key_set_whose_keys_are_not_an_array_is_refused(keys: Any) -> None:
+    assert isinstance(_by_cattrs({"keys": keys}, EncryptionKeySet), type)
+    with pytest.raises(UnexpectedResponseError) as caught:
+        _convert.structure({"keys": keys}, EncryptionKeySet, **_context())
+    assert str(caught.value) == (
+        f"reply does not match EncryptionKeySet: expected an array, got {type(keys).__name__}"
+        " @ reply.keys [POST /v1/pass/status; correlation_id=c]"
+    )
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
