@@ -330,6 +330,23 @@ def test_background_work_a_call_started_goes_on_after_the_call_returns(server: S
     assert _portal.call(outcome) == "slow"
 
 
+_background: set[asyncio.Future[None]] = set()  # the loop keeps only weak references to tasks
+
+
+def test_a_task_a_call_left_running_finishes_with_no_further_call() -> None:
+    finished = threading.Event()
+
+    async def start_in_background() -> None:
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            finished.set()
+
+        _background.add(asyncio.ensure_future(later()))
+
+    _portal.call(start_in_background)
+    assert finished.wait(5.0)  # the loop thread ran it: no caller runs the loop meanwhile
+
+
 def test_a_call_racing_with_shutdown_fails_instead_of_hanging(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
