@@ -9,11 +9,12 @@ the package: ``import loyaltylayer`` stays light for code that never encrypts a 
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from ._errors import ValidationError
+from ._json import encode_compact
 from ._models import Card, EncryptionKey, EncryptionKeySet
 
 __all__ = ["SUPPORTED_KEY_ALGORITHMS", "choose_key", "encrypt_card", "import_key"]
@@ -39,14 +40,22 @@ def choose_key(keys: EncryptionKeySet) -> EncryptionKey:
     raise ValidationError({"key": "no RSA encryption key with a supported algorithm"})
 
 
+@functools.cache
+def _rsa_key_type() -> type[RSAKey]:
+    # Deferred: joserfc imports cryptography (~70 ms), which `import loyaltylayer` should not pay.
+    from joserfc.jwk import RSAKey
+
+    return RSAKey
+
+
 def import_key(key: KeyLike) -> RSAKey:
     """Any of the key forms :func:`encrypt_card` accepts, as a joserfc key (for caching)."""
-    # Deferred: joserfc imports cryptography (~70 ms), which `import loyaltylayer` should not pay.
+    rsa_key = _rsa_key_type()
+    if isinstance(key, rsa_key):
+        return key  # every encryption with a key imported once comes here: keep it cheap
     from joserfc.errors import JoseError
-    from joserfc.jwk import KeySet, RSAKey
+    from joserfc.jwk import KeySet
 
-    if isinstance(key, RSAKey):
-        return key
     if isinstance(key, EncryptionKeySet):
         key = choose_key(key)
     if isinstance(key, EncryptionKey):
@@ -70,14 +79,14 @@ def import_key(key: KeyLike) -> RSAKey:
                 raise ValidationError({"key": "no RSA encryption key with a supported algorithm"})
             imported = KeySet.import_key_set({"keys": [dict(chosen)]}).keys[0]
         elif isinstance(key, Mapping):
-            imported = RSAKey.import_key(dict(key))
+            imported = rsa_key.import_key(dict(key))
         else:
-            imported = RSAKey.import_key(key)
+            imported = rsa_key.import_key(cast("str | bytes", key))  # an RSAKey returned above
     except (JoseError, ValueError, TypeError) as exc:
         if isinstance(exc, ValidationError):
             raise
         raise ValidationError({"key": "is not an RSA public key (JWK, JWK Set or PEM)"}) from None
-    if not isinstance(imported, RSAKey):
+    if not isinstance(imported, rsa_key):
         raise ValidationError({"key": "must be an RSA key"})
     return imported
 
@@ -96,14 +105,13 @@ def encrypt_card(card: Card, key: KeyLike) -> str:
     header = {"alg": alg, "enc": _CONTENT_ENCRYPTION, "cty": "application/json"}
     if rsa.kid:
         header["kid"] = rsa.kid
-    plaintext = json.dumps(
+    plaintext = encode_compact(
         {
             "CardNumber": card.number,
             "CardExpiry": card.expiry,
             "NameOnCard": card.name,
             "Cvv": card.cvv,
-        },
-        separators=(",", ":"),
+        }
     ).encode()
     from joserfc import jwe  # deferred, like joserfc.jwk in import_key
 

@@ -41,6 +41,7 @@ from ._errors import (
     UnexpectedResponseError,
     status_error,
 )
+from ._json import encode_compact
 from ._logging import logger
 from ._portal import bury
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
@@ -59,7 +60,6 @@ _USER_AGENT = (
 
 _UUID4_CLEARED = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET = (0x8000 << 48) | (4 << 76)
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _uuid4_hex() -> str:
@@ -252,7 +252,7 @@ class Transport:
             method=method,
             url=(base_url or self.base_url) + path,
             path=path,
-            body=None if body is None else _encode_json(body).encode(),
+            body=None if body is None else encode_compact(body).encode(),
             idempotency_key=idempotency_key,
             correlation_id=_new_correlation_id(),
             authenticated=authenticated,

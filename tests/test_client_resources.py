@@ -165,7 +165,7 @@ async def test_key_rotation_refetches_keys_once() -> None:
         assert tokenizes[2].idempotency_key == f"{tokenizes[1].idempotency_key}.rekeyed"
 
 
-@pytest.mark.parametrize("form", ["jwk", "jwks", "pem", "model"])
+@pytest.mark.parametrize("form", ["jwk", "jwks", "pem", "model", "joserfc"])
 async def test_encrypt_card_accepts_every_key_form(form: str) -> None:
     from joserfc.jwk import RSAKey
 
@@ -177,6 +177,7 @@ async def test_encrypt_card_accepts_every_key_form(form: str) -> None:
             "jwks": {"keys": [jwk]},
             "pem": RSAKey.import_key(jwk).as_pem(private=False),
             "model": keys,
+            "joserfc": RSAKey.import_key(jwk),
         }[form]
         encrypted = ll.encrypt_card(card(), key)  # type: ignore[arg-type]
         assert encrypted.count(".") == 4
@@ -190,6 +191,33 @@ async def test_encrypt_card_accepts_every_key_form(form: str) -> None:
         )
         assert reply.data["card_last4"] == "1111"
         assert sandbox.journal()[-1].status == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (5, "is not an RSA public key (JWK, JWK Set or PEM)"),
+        (
+            "-----BEGIN PUBLIC KEY-----\nnot a key\n",
+            "is not an RSA public key (JWK, JWK Set or PEM)",
+        ),
+        ({"kty": "RSA", "n": "x"}, "is not an RSA public key (JWK, JWK Set or PEM)"),
+        ({"kty": "oct", "k": "c2VjcmV0"}, "is not an RSA public key (JWK, JWK Set or PEM)"),
+        ({"keys": "x"}, "a JWK Set must have a list of keys"),
+        (
+            {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]},
+            "no RSA encryption key with a supported algorithm",
+        ),
+        (
+            ll.EncryptionKeySet(keys=[ll.EncryptionKey(kid="k", kty="EC", n="x", e="y")]),
+            "no RSA encryption key with a supported algorithm",
+        ),
+    ],
+)
+def test_encrypt_card_refuses_a_key_it_cannot_use_naming_the_key(key: object, reason: str) -> None:
+    with pytest.raises(ll.ValidationError) as caught:
+        ll.encrypt_card(card(), key)  # type: ignore[arg-type]
+    assert caught.value.errors == {"key": reason}
 
 
 async def test_batch_create_any_length_in_input_order_with_partial_failure() -> None:

@@ -50,6 +50,7 @@ from .._errors import (
     UnexpectedResponseError,
     ValidationError,
 )
+from .._json import encode_compact
 
 __all__ = [
     "ErrorsFile",
@@ -261,7 +262,7 @@ class ResultsFile(EnrollCheckpoint):
 
     def _write(self, row: Mapping[str, Any]) -> None:
         assert self._file is not None, "open() the results file first"
-        self._file.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._file.write(encode_compact(row) + "\n")
         self._file.flush()
 
     def is_done(self, key: str) -> bool:
