@@ -57,9 +57,10 @@ class TokenManager:
 
     async def token(self) -> str:
         """A valid access token, fetching or refreshing it when needed."""
+        current = self.current()
+        if current is not None:
+            return current
         now = asyncio.get_running_loop().time()
-        if self._token is not None and now < self._refresh_at:
-            return self._token
         inflight = self._inflight
         if inflight is None or inflight.done():
             inflight = self._inflight = asyncio.ensure_future(self._renew())
