@@ -11,6 +11,7 @@ import gc
 import json
 import math
 import platform
+import random
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -134,6 +135,9 @@ def paired_rounds(
     return pairs
 
 
+_RESAMPLES = 2000
+
+
 @attrs.frozen
 class Paired:
     """One quantity over paired rounds; its ratio is the median of the per-round ratios."""
@@ -162,10 +166,21 @@ class Paired:
         baseline, measured = self.median_round
         return measured / baseline
 
+    @property
+    def ratio_ci95(self) -> tuple[float, float]:
+        """A 95% bootstrap confidence interval of the median ratio: how far another run of the
+        same rounds on the same machine could plausibly land (seeded, so it is repeatable)."""
+        ratios = self.ratios
+        draw = random.Random(0).choices
+        medians = sorted(statistics.median(draw(ratios, k=len(ratios))) for _ in range(_RESAMPLES))
+        return medians[int(0.025 * _RESAMPLES)], medians[int(0.975 * _RESAMPLES) - 1]
+
     def details(self) -> dict[str, Any]:
         """The spread of the per-round ratios, and every round's values to check it against."""
         ratios = self.ratios
+        low, high = self.ratio_ci95
         return {
+            "ratio_ci95": [round(low, 3), round(high, 3)],
             "ratio_min": round(min(ratios), 3),
             "ratio_max": round(max(ratios), 3),
             "ratios": [round(r, 3) for r in ratios],
@@ -207,6 +222,9 @@ def render_markdown(rows: Sequence[Row], *, title: str) -> str:
         if row.note:
             measured = f"{measured}; {row.note}" if row.measured is not None else row.note
         ratio = "—" if row.ratio is None else f"{row.ratio:.3f}"
+        if "ratio_ci95" in row.details:
+            low, high = row.details["ratio_ci95"]
+            ratio = f"{ratio} (95% CI {low:.3f}–{high:.3f})"
         goal = "—" if row.goal is None else str(row.goal)
         lines.append(f"| {row.figure} | {measured} | {baseline} | {ratio} | {goal} | {met} |")
     return "\n".join(lines) + "\n"

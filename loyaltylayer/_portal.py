@@ -86,7 +86,8 @@ class Closeable(Protocol):
 class _Runtime:
     """One event loop, run by a caller that needs it or by the daemon thread, and its executor.
 
-    ``_lock`` protects who runs the loop (``_driver``) and how much work is not finished
+    ``_lock`` protects who runs the loop (``_driver``, the ident of that thread) and how much work
+    is not finished
     (``_pending``: what was handed over, and every task on the loop but a borrowed call's own).
     It is reentrant because a finalizer that closes a collected client can run in the middle of
     any code, this module's included.
@@ -105,7 +106,7 @@ class _Runtime:
         # call takes it four times, and `Condition.__enter__` is Python.
         self._lock = threading.RLock()
         self._guard = threading.Condition(self._lock)
-        self._driver: threading.Thread | None = None
+        self._driver: int | None = None
         self._nested = 0  # borrows by the driver on top of its own (see `borrow`)
         self._pending = 0
         self._spawned: list[asyncio.Task[Any]] = []  # tasks made during a caller's run
@@ -113,6 +114,7 @@ class _Runtime:
         self._idle_since = time.monotonic()
         self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
         self.thread.start()
+        self._thread_ident = self.thread.ident
 
     def borrow(self) -> bool:
         """Become the thread that runs the loop, if no thread does (see ``give_back``).
@@ -121,9 +123,9 @@ class _Runtime:
         finalizer that ran on it just before or after a run, and no other thread may run the loop
         until it returns.
         """
-        me = threading.current_thread()
+        me = threading.get_ident()
         with self._lock:
-            if self._driver is me and not self.loop.is_running():
+            if self._driver == me and not self.loop.is_running():
                 self._nested += 1
                 return True
             if self._driver is not None or self._closing:
@@ -136,35 +138,47 @@ class _Runtime:
             if self._nested:
                 self._nested -= 1
                 return
-            for task in self._spawned:
-                if not task.done():
-                    self._count(task)
-            self._spawned.clear()
+            if self._spawned:
+                for task in self._spawned:
+                    if not task.done():
+                        self._count(task)
+                self._spawned.clear()
             self._driver = None
             self._idle_since = time.monotonic()
             if self._pending:
                 self._guard.notify_all()
 
-    def run_here(self, fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T | _Elsewhere:
-        """Run ``fn()`` as a task on the loop in this thread, if no other thread runs the loop;
-        ``_ELSEWHERE`` if one does (hand the call over instead)."""
+    def run_here(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, _T]],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> _T | _Elsewhere:
+        """Run ``fn(*args, **kwargs)`` as a task on the loop in this thread, if no other thread
+        runs the loop; ``_ELSEWHERE`` if one does (hand the call over instead)."""
         ctrl_c = _CtrlC.defer(self.loop)
         try:
             if not self.borrow():
                 return _ELSEWHERE
             try:
-                return self.run_borrowed(fn, ctrl_c)
+                return self.run_borrowed(fn, args, kwargs, ctrl_c)
             finally:
                 self.give_back()
-                _quiet_if_exiting()
+                if _exiting:
+                    _quiet_if_exiting()
         finally:
             if ctrl_c is not None:
                 ctrl_c.restore()
 
     def run_borrowed(
-        self, fn: Callable[[], Coroutine[Any, Any, _T]], ctrl_c: _CtrlC | None = None
+        self,
+        fn: Callable[..., Coroutine[Any, Any, _T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        ctrl_c: _CtrlC | None,
     ) -> _T:
-        """Run ``fn()`` as a task on the loop, in this thread (which borrowed the loop).
+        """Run ``fn(*args, **kwargs)`` as a task on the loop, in this thread (which borrowed the
+        loop).
 
         If running it is interrupted (Ctrl-C), the task is cancelled and given a grace period to
         finish cancelling before the interruption propagates.
@@ -178,18 +192,9 @@ class _Runtime:
         if ctrl_c is not None and ctrl_c.count:
             raise KeyboardInterrupt  # before the call started: do not start it
         loop = self.loop
-
-        async def run_then_stop() -> _T:
-            # Stopping in the task's own last step saves the loop iteration (and its poll of
-            # the selector) that `run_until_complete` spends on a done callback, every call.
-            try:
-                return await fn()
-            finally:
-                loop.stop()
-
         # Not through the loop's factory: this thread runs it to its end, so it is not work
         # left for the loop thread (but for a call that outlives its interruption, below).
-        task = asyncio.Task(run_then_stop(), loop=loop)
+        task = asyncio.Task(_run_then_stop(loop, fn, args, kwargs or {}), loop=loop)
         if ctrl_c is not None:
             ctrl_c.task = task
         try:
@@ -231,7 +236,7 @@ class _Runtime:
         the last."""
         with self._lock:
             self._pending -= 1
-            if not self._pending and self._driver is self.thread:
+            if not self._pending and self._driver == self._thread_ident:
                 self.loop.stop()
 
     def _new_task(
@@ -247,7 +252,7 @@ class _Runtime:
         """
         task = asyncio.Task(coro, loop=loop, **kwargs)
         # The thread running the loop gets here, and `_driver` only changes between its runs.
-        if self._driver is None or self._driver is self.thread:
+        if self._driver is None or self._driver == self._thread_ident:
             self._count(task)
         else:
             self._spawned.append(task)
@@ -269,7 +274,7 @@ class _Runtime:
                     self._guard.wait()
                 if self._closing:
                     return
-                self._driver = self.thread
+                self._driver = self._thread_ident
             try:
                 self.loop.run_forever()
             finally:
@@ -298,13 +303,27 @@ class _Runtime:
         with self._lock:
             self._closing = True
             self._guard.notify_all()
-            if self._driver is self.thread:
+            if self._driver == self._thread_ident:
                 self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(_CLOSE_TIMEOUT)
         self.executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             if self._driver is None and not self.thread.is_alive():
                 self.loop.close()
+
+
+async def _run_then_stop(
+    loop: asyncio.AbstractEventLoop,
+    fn: Callable[..., Coroutine[Any, Any, _T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> _T:
+    """A borrowed call's task: stopping the loop in its own last step saves the loop iteration
+    (and its poll of the selector) that ``run_until_complete`` spends on a done callback."""
+    try:
+        return await fn(*args, **kwargs)
+    finally:
+        loop.stop()
 
 
 class _Elsewhere:
@@ -338,7 +357,7 @@ class _CtrlC:
     def defer(cls, loop: asyncio.AbstractEventLoop) -> _CtrlC | None:
         """Install the handler, if this is the main thread and Ctrl-C has the default handler."""
         if (
-            threading.current_thread() is not threading.main_thread()
+            threading.get_ident() != _main_thread_ident
             or _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler
         ):
             return None
@@ -358,11 +377,7 @@ class _CtrlC:
 
     def _stop(self) -> None:
         # This may run late, on whichever thread then runs the loop: stop only the call's own run.
-        if (
-            self._active
-            and self.task is not None
-            and threading.current_thread() is threading.main_thread()
-        ):
+        if self._active and self.task is not None and threading.get_ident() == _main_thread_ident:
             self._loop.stop()
 
     def restore(self) -> None:
@@ -380,6 +395,9 @@ _clients: weakref.WeakSet[Closeable] = weakref.WeakSet()
 _closing: set[asyncio.Future[None]] = set()
 _warned_in_async = False
 _exiting = False
+# Compared on every call from the main thread (Ctrl-C handling); `threading.main_thread()` is
+# Python code. It changes only in a child forked from another thread (see `_after_fork_in_child`).
+_main_thread_ident = threading.main_thread().ident
 
 
 def track(facade: object, client: Closeable) -> None:
@@ -433,9 +451,10 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     object the coroutine raised. Ctrl-C (or any ``BaseException`` while waiting) cancels the task,
     waits briefly for it to finish cancelling, then propagates.
     """
-    runtime = _runtime_for_caller()
-    if not _in_running_loop():
-        result = runtime.run_here(lambda: fn(*args, **kwargs))
+    running = asyncio._get_running_loop()
+    runtime = _runtime_for_caller(running)
+    if running is None:
+        result = runtime.run_here(fn, args, kwargs)
         if not isinstance(result, _Elsewhere):
             return result
     outcome, cancel = _start_task(runtime, lambda: fn(*args, **kwargs))
@@ -489,7 +508,8 @@ def iterate(
     closes the async iterator on the loop, so its ``finally`` blocks run. ``owner`` (the sync
     object the iterator came from) is kept alive meanwhile, so its client is not closed under it.
     """
-    channel = _Channel(_runtime_for_caller(), _serve_iterator, lambda: fn(*args, **kwargs))
+    runtime = _runtime_for_caller(asyncio._get_running_loop())
+    channel = _Channel(runtime, _serve_iterator, lambda: fn(*args, **kwargs))
     try:
         while True:
             item = channel.request(_NEXT)
@@ -514,7 +534,8 @@ def context(
     the block reaches ``__aexit__`` and is suppressed only if ``__aexit__`` says so. ``owner``
     is kept alive until the block ends.
     """
-    channel = _Channel(_runtime_for_caller(), _serve_context, lambda: fn(*args, **kwargs))
+    runtime = _runtime_for_caller(asyncio._get_running_loop())
+    channel = _Channel(runtime, _serve_context, lambda: fn(*args, **kwargs))
     try:
         value = channel.request(_ENTER)
         try:
@@ -544,11 +565,13 @@ def shutdown_portal() -> None:
         runtime.close()
 
 
-def _runtime_for_caller() -> _Runtime:
-    """The portal, started on first use; refuses callers that would deadlock it."""
+def _runtime_for_caller(running: asyncio.AbstractEventLoop | None) -> _Runtime:
+    """The portal, started on first use, for a caller in whose thread ``running`` runs (asyncio's
+    non-raising ``_get_running_loop``); refuses callers that would deadlock it."""
     global _runtime, _warned_in_async
     runtime = _runtime
-    running = asyncio._get_running_loop()
+    if runtime is not None and running is None:
+        return runtime  # sync code calling: the rule, on every call
     if runtime is not None and running is runtime.loop:
         raise RuntimeError(
             "a loyaltylayer sync method was called from code the portal's event loop is running "
@@ -570,11 +593,6 @@ def _runtime_for_caller() -> _Runtime:
                 _runtime = _Runtime()
             runtime = _runtime
     return runtime
-
-
-def _in_running_loop() -> bool:
-    # asyncio's own non-raising check: this runs on every sync call, where no loop is the rule.
-    return asyncio._get_running_loop() is not None
 
 
 def _quiet_if_exiting() -> None:
@@ -726,7 +744,7 @@ class _Channel:
             return
         # Collected on the thread that holds the loop (running it, or just before or after a run):
         # nothing would run the loop while it waits.
-        holds_loop = self._runtime._driver is threading.current_thread()
+        holds_loop = self._runtime._driver == threading.get_ident()
         if not holds_loop and not sys.is_finalizing():
             # The task's end, not the reply: if the task ended since the check above, the loop
             # may have stopped with nothing pending, and no thread would run the request.
@@ -842,8 +860,9 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _runtime
+    global _lock, _runtime, _main_thread_ident
     _lock = threading.Lock()
+    _main_thread_ident = threading.main_thread().ident
     if _runtime is not None:
         bury(_runtime)
         _runtime = None

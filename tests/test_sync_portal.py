@@ -369,7 +369,7 @@ def test_a_call_racing_with_shutdown_fails_instead_of_hanging(
         join(timeout)
         # A thread that took this runtime just before shutdown_portal() let go of it calls now,
         # while shutdown is stopping the loop.
-        monkeypatch.setattr(_portal, "_runtime_for_caller", lambda: runtime)
+        monkeypatch.setattr(_portal, "_runtime_for_caller", lambda running: runtime)
         caller = threading.Thread(target=late_call, daemon=True)
         caller.start()
         caller.join(1)

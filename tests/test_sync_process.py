@@ -282,7 +282,7 @@ def test_ctrl_c_in_the_main_thread_does_not_land_in_another_threads_call(server:
 
         def other():
             deadline = time.monotonic() + 2
-            while getattr(_portal._runtime, "_driver", None) is not threading.main_thread():
+            while getattr(_portal._runtime, "_driver", None) != threading.main_thread().ident:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.01)  # until the main thread runs the loop
