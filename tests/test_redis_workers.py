@@ -7,15 +7,8 @@ budget used by the four together. The same workers make figure 9 of ``benchmarks
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the workers live in benchmarks/, beside tests/
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks._servers import SandboxProcess  # noqa: E402
-from benchmarks.redis_workers import LIMIT, judge, run_workers  # noqa: E402
+from benchmarks._servers import SandboxProcess
+from benchmarks.redis_workers import LIMIT, judge, run_workers
 
 PER = 1.0
 RECORDS_PER_WORKER = 60
