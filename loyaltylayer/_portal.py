@@ -86,9 +86,9 @@ class Closeable(Protocol):
 class _Runtime:
     """One event loop, run by a caller that needs it or by the daemon thread, and its executor.
 
-    ``_lock`` protects who runs the loop (``_driver``, the ident of that thread) and how much work
-    is not finished
-    (``_pending``: what was handed over, and every task on the loop but a borrowed call's own).
+    ``_lock`` protects who runs the loop (``_driver``, that thread's ident) and how much work is
+    not finished (``_pending``: what was handed over, and every task on the loop but a borrowed
+    call's own).
     It is reentrant because a finalizer that closes a collected client can run in the middle of
     any code, this module's included.
     """
@@ -114,7 +114,9 @@ class _Runtime:
         self._idle_since = time.monotonic()
         self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
         self.thread.start()
-        self._thread_ident = self.thread.ident
+        ident = self.thread.ident
+        assert ident is not None  # set before `start()` returns
+        self._thread_ident: int = ident
 
     def borrow(self) -> bool:
         """Become the thread that runs the loop, if no thread does (see ``give_back``).
@@ -151,8 +153,8 @@ class _Runtime:
     def run_here(
         self,
         fn: Callable[..., Coroutine[Any, Any, _T]],
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> _T | _Elsewhere:
         """Run ``fn(*args, **kwargs)`` as a task on the loop in this thread, if no other thread
         runs the loop; ``_ELSEWHERE`` if one does (hand the call over instead)."""
@@ -164,7 +166,7 @@ class _Runtime:
                 return self.run_borrowed(fn, args, kwargs, ctrl_c)
             finally:
                 self.give_back()
-                if _exiting:
+                if _exiting:  # checked here too: this runs on every call, exiting almost never
                     _quiet_if_exiting()
         finally:
             if ctrl_c is not None:
@@ -174,7 +176,7 @@ class _Runtime:
         self,
         fn: Callable[..., Coroutine[Any, Any, _T]],
         args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
+        kwargs: dict[str, Any],
         ctrl_c: _CtrlC | None,
     ) -> _T:
         """Run ``fn(*args, **kwargs)`` as a task on the loop, in this thread (which borrowed the
@@ -194,7 +196,7 @@ class _Runtime:
         loop = self.loop
         # Not through the loop's factory: this thread runs it to its end, so it is not work
         # left for the loop thread (but for a call that outlives its interruption, below).
-        task = asyncio.Task(_run_then_stop(loop, fn, args, kwargs or {}), loop=loop)
+        task = asyncio.Task(_run_then_stop(loop, fn, args, kwargs), loop=loop)
         if ctrl_c is not None:
             ctrl_c.task = task
         try:
@@ -862,7 +864,7 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     global _lock, _runtime, _main_thread_ident
     _lock = threading.Lock()
-    _main_thread_ident = threading.main_thread().ident
+    _main_thread_ident = threading.get_ident()  # the thread that forked is the child's main
     if _runtime is not None:
         bury(_runtime)
         _runtime = None
