@@ -55,12 +55,18 @@ def _start(server: Server, body: str, *flags: str) -> subprocess.Popen[str]:
     )
 
 
+def _run(server: Server, body: str, *flags: str) -> str:
+    """Run ``body``; it must exit 0 with nothing on stderr. What it printed."""
+    process = _start(server, body, *flags)
+    out, err = process.communicate(timeout=30)
+    assert (process.returncode, err) == (0, ""), out
+    return out
+
+
 def _run_clean(server: Server, body: str) -> str:
     """Run ``body`` under -X dev -W error; it must exit 0, fast, with nothing on stderr."""
     started = time.monotonic()
-    process = _start(server, body, "-X", "dev", "-W", "error")
-    out, err = process.communicate(timeout=30)
-    assert (process.returncode, err) == (0, ""), out
+    out = _run(server, body, "-X", "dev", "-W", "error")
     assert not any(text in out for text in BAD)
     assert time.monotonic() - started < 10
     return out
@@ -167,7 +173,7 @@ def test_fork_child_gets_a_fresh_portal_and_the_parent_keeps_its_pool(server: Se
 
 
 def test_a_call_inside_a_running_loop_works_and_warns_once(server: Server) -> None:
-    process = _start(
+    out = _run(
         server,
         """
         import asyncio, warnings
@@ -183,8 +189,6 @@ def test_a_call_inside_a_running_loop_works_and_warns_once(server: Server) -> No
         print([w.category.__name__ for w in caught], caught[0].filename == "<string>")
         """,
     )
-    out, err = process.communicate(timeout=30)
-    assert (process.returncode, err) == (0, "")
     assert out == "['a', 'b']\n['SyncInAsyncWarning'] True\n"
 
 
@@ -266,7 +270,7 @@ def test_a_cold_start_race_makes_one_loop_thread(server: Server) -> None:
 def test_ctrl_c_in_the_main_thread_does_not_land_in_another_threads_call(server: Server) -> None:
     # The main thread runs the loop for its own call, so it also runs the other thread's work
     # (here CPU-bound, like parsing a reply). Ctrl-C must interrupt the main thread's call only.
-    process = _start(
+    out = _run(
         server,
         """
         import asyncio, signal, threading
@@ -307,8 +311,6 @@ def test_ctrl_c_in_the_main_thread_does_not_land_in_another_threads_call(server:
         print(seen["main"], seen["other"])
         """,
     )
-    out, err = process.communicate(timeout=30)
-    assert (process.returncode, err) == (0, "")
     assert out == "KeyboardInterrupt parsed\n"
 
 
@@ -317,7 +319,7 @@ def test_ctrl_c_while_the_main_thread_gives_the_loop_back_leaves_the_portal_work
 ) -> None:
     # A real SIGINT, raised at the moment the main thread enters `give_back` (as it may, between
     # any two bytecodes): KeyboardInterrupt is fine, a loop owned by nobody forever is not.
-    process = _start(
+    out = _run(
         server,
         """
         import signal, threading
@@ -346,8 +348,6 @@ def test_ctrl_c_while_the_main_thread_gives_the_loop_back_leaves_the_portal_work
         os._exit(0)  # a hung portal would also hang the exit
         """,
     )
-    out, err = process.communicate(timeout=30)
-    assert (process.returncode, err) == (0, "")
     assert out == "interrupted\n[True] ['ok']\n"
 
 
@@ -357,7 +357,7 @@ def test_a_finalizer_that_calls_between_running_the_loop_and_giving_it_back(
     # A finalizer can run on the thread that holds the loop after its run ended and before it
     # gives the loop back (here: an object kept in the finished task's context, freed with the
     # task). A sync call there must not wait for a loop that only this thread may run.
-    process = _start(
+    out = _run(
         server,
         """
         import contextvars, threading
@@ -381,8 +381,6 @@ def test_a_finalizer_that_calls_between_running_the_loop_and_giving_it_back(
         os._exit(0)
         """,
     )
-    out, err = process.communicate(timeout=30)
-    assert (process.returncode, err) == (0, "")
     assert out == "False ['from-finalizer']\n"
 
 
