@@ -140,11 +140,10 @@ class _Runtime:
             if self._nested:
                 self._nested -= 1
                 return
-            if self._spawned:
-                for task in self._spawned:
-                    if not task.done():
-                        self._count(task)
-                self._spawned.clear()
+            for task in self._spawned:
+                if not task.done():
+                    self._count(task)
+            self._spawned.clear()
             self._driver = None
             self._idle_since = time.monotonic()
             if self._pending:
