@@ -17,7 +17,7 @@ from .._async._client import AsyncLoyaltyLayer
 from .._config import ENV_BASE_URL, env
 from .._errors import AuthenticationError, ConfigurationError, LoyaltyLayerError, ValidationError
 from .._ratelimit import RateLimit
-from ._exit import EXIT_CONFIG, CliError
+from ._exit import ConfigurationProblem
 from ._sandbox import embedded_sandbox
 
 __all__ = ["SANDBOX_ENVIRONMENT", "Connection", "Target", "check_credentials", "connect"]
@@ -82,7 +82,7 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
                     overrides["base_url"] = target.base_url
                 client = AsyncLoyaltyLayer.from_env(**overrides)
         except (ConfigurationError, ValidationError) as error:
-            raise CliError(str(error), exit_code=EXIT_CONFIG) from None
+            raise ConfigurationProblem(str(error)) from None
         stack.push_async_callback(client.close)
         yield Connection(client=client, environment=target.environment)
 
@@ -96,11 +96,10 @@ async def check_credentials(client: AsyncLoyaltyLayer) -> int:
     try:
         keys = await client.cards.encryption_keys()
     except AuthenticationError as error:
-        raise CliError(
+        raise ConfigurationProblem(
             f"the API refused the credentials ({error.error}: {error.description}); "
-            "check LOYALTYLAYER_CLIENT_ID and LOYALTYLAYER_CLIENT_SECRET",
-            exit_code=EXIT_CONFIG,
+            "check LOYALTYLAYER_CLIENT_ID and LOYALTYLAYER_CLIENT_SECRET"
         ) from None
     except LoyaltyLayerError as error:
-        raise CliError(f"cannot use the API: {error}", exit_code=EXIT_CONFIG) from None
+        raise ConfigurationProblem(f"cannot use the API: {error}") from None
     return len(keys.keys)

@@ -31,7 +31,7 @@ from ._exit import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    CliError,
+    UsageProblem,
 )
 from ._input import CheckedRow, InputError, InputFile, parse_mapping
 from ._progress import JobProgress, Tally
@@ -100,9 +100,7 @@ class _Job:
             )
         except OSError as error:
             self._results.close()
-            raise CliError(
-                f"cannot write {error.filename}: {error.strerror}", exit_code=EXIT_USAGE
-            ) from None
+            raise UsageProblem(f"cannot write {error.filename}: {error.strerror}") from None
 
     def _note(self, message: str) -> None:
         if self._progress is not None:
@@ -360,9 +358,9 @@ def enroll_command(
             restart=restart,
         )
     except ResultsError as error:
-        raise CliError(str(error), exit_code=EXIT_USAGE) from None
+        raise UsageProblem(str(error)) from None
     except OSError as error:
-        raise CliError(f"cannot read {out}: {error.strerror}", exit_code=EXIT_USAGE) from None
+        raise UsageProblem(f"cannot read {out}: {error.strerror}") from None
     if dry_run:
         invalid = print_dry_run(console, source, results, total=total, rate=target.rate)
         raise SystemExit(EXIT_USAGE if invalid else EXIT_OK)

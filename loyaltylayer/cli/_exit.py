@@ -16,6 +16,8 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "CliError",
+    "ConfigurationProblem",
+    "UsageProblem",
 ]
 
 EXIT_OK = 0
@@ -29,11 +31,25 @@ EXIT_INTERRUPTED = 130
 
 
 class CliError(click.ClickException):
-    """An error the user can act on: printed as ``Error: ...`` (no traceback), then exit."""
+    """An error the user can act on: printed as ``Error: ...`` (no traceback), then exit.
 
-    def __init__(self, message: str, *, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    Raise the subclass that names the kind of problem; its class attribute ``exit_code`` is the
+    documented exit code of that kind.
+    """
+
+    exit_code = EXIT_FAILED
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
+
+
+class UsageProblem(CliError):
+    """Bad options or unreadable input: nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigurationProblem(CliError):
+    """Missing or rejected credentials, or a configuration that cannot work."""
+
+    exit_code = EXIT_CONFIG

@@ -17,7 +17,7 @@ from .._convert import unstructure
 from .._errors import AuthenticationError, LoyaltyLayerError, ValidationError
 from .._models import HolderUpdate, Pass
 from ._connect import Target, connect
-from ._exit import EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE, CliError
+from ._exit import CliError, ConfigurationProblem, UsageProblem
 from ._results import describe_error
 
 __all__ = ["pass_group"]
@@ -60,11 +60,11 @@ def _run(base_url: str | None, call: Callable[[AsyncLoyaltyLayer], Awaitable[Pas
     try:
         return asyncio.run(main())
     except ValidationError as error:
-        raise CliError(str(error), exit_code=EXIT_USAGE) from None
+        raise UsageProblem(str(error)) from None
     except AuthenticationError as error:
-        raise CliError(describe_error(error), exit_code=EXIT_CONFIG) from None
+        raise ConfigurationProblem(describe_error(error)) from None
     except LoyaltyLayerError as error:
-        raise CliError(describe_error(error), exit_code=EXIT_FAILED) from None
+        raise CliError(describe_error(error)) from None
 
 
 @click.group("pass")
@@ -113,7 +113,7 @@ def update_command(
     try:
         holder = HolderUpdate(**fields) if any(v is not None for v in fields.values()) else None
     except ValidationError as error:
-        raise CliError(str(error), exit_code=EXIT_USAGE) from None
+        raise UsageProblem(str(error)) from None
     updated = _run(
         base_url,
         lambda client: client.passes.update(pass_id, holder=holder, reference=reference),
