@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-from pathlib import Path
+import importlib.resources
+from importlib.resources.abc import Traversable
 
 import loyaltylayer as ll
 from loyaltylayer.sandbox import SandboxConfig, SandboxThread
 
-CARDHOLDERS = Path(__file__).with_name("cardholders.csv")
+# The demo file that ships with the package (`loyaltylayer demo --save-input FILE` copies it).
+CARDHOLDERS = importlib.resources.files("loyaltylayer.sandbox") / "demo_cardholders.csv"
 
 
-def enroll_file(client: ll.LoyaltyLayer, path: Path, plan_id: str) -> None:
+def enroll_file(client: ll.LoyaltyLayer, path: Traversable, plan_id: str) -> None:
     with path.open(newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     for outcome in client.enroll(rows, plan_id=plan_id):

@@ -2,9 +2,9 @@
 
 The API blocks the whole IP for 60 s on the 101st request of a minute, so pacing has to be exact,
 not approximately right on average. :class:`LeaseLimiter` keeps the promise without assuming
-anything about network latency (see ``research/rate-limit.md``): the server counts a request at
-some moment between our send and its reply, so a lease is taken before the send and stays taken
-until ``RateLimit.hold`` seconds after the reply. Two requests admitted on the same lease are then
+anything about network latency: the server counts a request at some moment between our send
+and its reply, so a lease is taken before the send and stays taken until ``RateLimit.hold``
+seconds after the reply. Two requests admitted on the same lease are then
 always more than W seconds apart on the server's count, whether it counts per calendar minute or in
 a sliding window.
 

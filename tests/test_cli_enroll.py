@@ -13,7 +13,9 @@ from click.testing import CliRunner, Result
 
 from loyaltylayer.cli._app import cli
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cardholders.csv"
+EXAMPLE = (
+    Path(__file__).resolve().parent.parent / "loyaltylayer" / "sandbox" / "demo_cardholders.csv"
+)
 HEADER = (
     "card_number,card_expiry,name_on_card,cvv,first_name,last_name,email,phone,country,reference"
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from ._demo import demo_command
 from ._enroll import enroll_command
 from ._passes import pass_group
 from ._sandbox import sandbox_command
@@ -22,10 +23,11 @@ def cli() -> None:
     Credentials come from the environment: LOYALTYLAYER_CLIENT_ID, LOYALTYLAYER_CLIENT_SECRET
     and LOYALTYLAYER_BASE_URL. Try it with no credentials at all:
 
-        loyaltylayer enroll examples/cardholders.csv --plan-id pp-gold --sandbox
+        loyaltylayer demo
     """
 
 
+cli.add_command(demo_command)
 cli.add_command(enroll_command)
 cli.add_command(pass_group)
 cli.add_command(token_command)

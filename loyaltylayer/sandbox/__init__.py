@@ -1,6 +1,6 @@
 """A faithful, stateful local LoyaltyLayer API: the SDK's tests, demo and users' tests run on it.
 
-See ``docs/sandbox.md``. Start one with ``python -m loyaltylayer.sandbox`` or in process::
+Start one with ``python -m loyaltylayer.sandbox`` (``--help`` lists its settings) or in process::
 
     async with Sandbox(SandboxConfig()) as sb:
         ...  # point a client at sb.base_url
