@@ -105,7 +105,8 @@ def test_the_cli_without_its_extra_says_how_to_install_it(
     source: str, hint: str, installed_wheel: Path, tmp_path: Path
 ) -> None:
     run = "sys.modules['click'] = None; from loyaltylayer.cli import main; main()"
-    code = from_wheel(installed_wheel, run) if source == "wheel" else f"import sys; {run}"
+    home = installed_wheel if source == "wheel" else ROOT
+    code = f"import sys; sys.path.insert(0, {str(home)!r}); {run}"
     result = python(code, cwd=tmp_path)
     assert result.returncode == 3
     assert result.stderr.startswith("The loyaltylayer command line needs click and rich: ")
