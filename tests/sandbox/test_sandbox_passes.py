@@ -277,6 +277,9 @@ async def test_plans_from_the_config_file(api: Api) -> None:
         ('{"plans": {"p": {"type": 1}}}', "string 'type'"),
         ('{"plans": {"p": {"type": "esim", "colour": 1}}}', "unknown keys"),
         ('{"plans": {"p": {"type": "esim", "data_allowance_mb": -1}}}', "non-negative"),
+        # Found by schemathesis: such a plan made passes with "data_allowance_mb": null, which
+        # the contract (and the SDK's EsimPass) does not allow.
+        ('{"plans": {"p": {"type": "esim"}}}', "data_allowance_mb is required for an esim plan"),
         ('{"clients": {"a": 1}}', "secret strings"),
     ],
 )
