@@ -10,6 +10,7 @@ from typing import Any
 import requests
 
 import loyaltylayer as ll
+from loyaltylayer.sandbox import SandboxThread
 from loyaltylayer.sandbox._openapi import spec_text
 
 CLIENT_ID = "sandbox-client"
@@ -103,8 +104,9 @@ def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]
 class SandboxHttp:
     """Calls to one sandbox with ``requests`` (the client schemathesis uses too)."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
+    def __init__(self, sandbox: SandboxThread) -> None:
+        self.base_url = sandbox.base_url
+        self.plans = sandbox.config.plans
         self.session = requests.Session()
         self.token = self.post(
             "/auth/token", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
@@ -155,7 +157,7 @@ class SandboxHttp:
     def new_pass(self, plan_id: str = "esim-5gb") -> str:
         holder = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}
         body: dict[str, Any] = {"plan_id": plan_id, "holder": holder}
-        if plan_id != "esim-5gb":
+        if self.plans[plan_id].needs_enrol_token:
             body["enrol_token"] = self.enrol_token(plan_id)
         pass_id: str = self.post("/v1/pass/create", body)["pass_id"]
         return pass_id
