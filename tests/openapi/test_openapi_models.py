@@ -305,14 +305,15 @@ async def _every_call(client: ll.AsyncLoyaltyLayer) -> None:
     """Every request the SDK can make, with every optional field it can send."""
     card = ll.Card(number="4111111111111111", expiry="12/39", name="ADA LOVELACE", cvv="123")
     token = await client.cards.tokenize(card, plan_id="pp-gold", idempotency_key="k-1")
-    holder = ll.Holder(
-        first_name="Ada",
-        last_name="Lovelace",
-        email="ada@example.com",
-        phone="+442071234567",
-        date_of_birth=dt.date(1990, 1, 31),
-        country="GB",
-    )
+    details: dict[str, Any] = {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "phone": "+442071234567",
+        "date_of_birth": dt.date(1990, 1, 31),
+        "country": "GB",
+    }
+    holder = ll.Holder(**details)
     created = await client.passes.create(
         plan_id="pp-gold",
         holder=holder,
@@ -327,14 +328,7 @@ async def _every_call(client: ll.AsyncLoyaltyLayer) -> None:
     batch = await client.passes.batch_create([request])
     assert batch.failed == []
     await client.passes.status(created.pass_id)
-    update = ll.HolderUpdate(
-        first_name="Ada",
-        last_name="King",
-        email="ada@example.org",
-        phone="+442071234568",
-        date_of_birth=dt.date(1990, 2, 1),
-        country="FR",
-    )
+    update = ll.HolderUpdate(**{**details, "last_name": "King", "country": "FR"})
     await client.passes.update(
         created.pass_id, holder=update, reference="ref-3", metadata={"c": "d"}
     )
