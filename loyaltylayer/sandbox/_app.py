@@ -1,8 +1,8 @@
 """The API's request pipeline, in the order the real service applies it.
 
 rate limit → route → bearer token → body → Idempotency-Key (replay or reserve) → fault →
-endpoint → keep the answer for replay → journal. The control plane (``/__sandbox/``) skips all
-of it: it is neither rate limited nor journaled.
+endpoint → keep the answer for replay → journal. The control plane (``/__sandbox/``) and the
+OpenAPI document (``/openapi.json``) skip all of it: neither is rate limited nor journaled.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ._faults import Fault
 from ._handlers import BATCH_PATH, ROUTES, Call, Route, note_batch
 from ._idempotency import Stored, digest
 from ._journal import JournalEntry
+from ._openapi import OPENAPI_PATH, handle_openapi
 from ._validate import IDEMPOTENCY_KEY_RULE, is_idempotency_key, require_object
 
 __all__ = ["make_app"]
@@ -130,6 +131,8 @@ class _Pipeline:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return await handle_control(self._core, request)
+        if request.path == OPENAPI_PATH:
+            return await handle_openapi(request)
         core = self._core
         now = core.clock.now()
         call = Call(

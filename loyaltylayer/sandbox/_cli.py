@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._config import is_loopback
 from ._config import DEFAULT_CLIENTS, DEFAULT_PLANS, SandboxConfig, load_config_file
+from ._openapi import spec_text
 from ._server import Sandbox
 
 __all__ = ["build_parser", "main"]
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encryption-key", type=Path, help="RSA private key PEM file")
     parser.add_argument("--seed", type=int, help="seed for ids and fault probabilities")
     parser.add_argument("--config", type=Path, help="JSON file with more clients and plans")
+    parser.add_argument(
+        "--print-openapi",
+        nargs="?",
+        const="json",
+        choices=("json", "yaml"),
+        metavar="json|yaml",
+        help="write the API's OpenAPI document (as served at /openapi.json) and exit",
+    )
     return parser
 
 
@@ -97,10 +106,25 @@ def _announce(base_url: str, config: SandboxConfig) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _print(text: str) -> int:
+    """Write ``text`` to stdout; a reader that closed the pipe early (``| head``) is no error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; 0 after a clean stop, 2 for a bad option or config."""
+    """Serve until SIGINT or SIGTERM; 0 after a clean stop, 2 for a bad option or config.
+
+    With ``--print-openapi``, write the OpenAPI document instead and return 0.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_openapi is not None:
+        return _print(spec_text(args.print_openapi))
     try:
         config = _config(args)
     except (OSError, ValueError) as exc:

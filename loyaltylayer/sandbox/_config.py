@@ -49,6 +49,11 @@ class Plan:
     visits: int | None = attrs.field(default=None, validator=_non_negative_int)
     validity_days: int | None = attrs.field(default=None, validator=_non_negative_int)
 
+    def __attrs_post_init__(self) -> None:
+        if self.type == "esim" and self.data_allowance_mb is None:
+            # An esim pass always carries its allowance: without one it would break the contract.
+            raise ValueError("Plan.data_allowance_mb is required for an esim plan")
+
     @property
     def needs_enrol_token(self) -> bool:
         return self.type in LOUNGE_TYPES

@@ -20,8 +20,8 @@ from ._state import rfc3339
 from ._validate import (
     IDEMPOTENCY_KEY_RULE,
     Fields,
-    enrol_token_error,
     is_idempotency_key,
+    missing_enrol_token,
     parse_cancel,
     parse_create,
     parse_pass_id,
@@ -164,10 +164,8 @@ def _create(core: Core, call: Call, raw: dict[str, Any], prefix: str) -> dict[st
         raise _invalid_plan_id()
     assert call.client_id is not None
     if plan.needs_enrol_token:
-        malformed = enrol_token_error(request.enrol_token, prefix)
-        if malformed is not None:
-            raise malformed
-        assert isinstance(request.enrol_token, str)
+        if request.enrol_token is None:
+            raise missing_enrol_token(prefix)
         if not core.state.enrol_token_usable(request.enrol_token, call.client_id, call.now):
             raise ApiError(400, "invalid_enrol_token", "Provided enrol_token is invalid or expired")
         core.state.consume_enrol_token(request.enrol_token)

@@ -134,7 +134,7 @@ def _string(raw: dict[str, Any], key: str, path: str, fields: Fields) -> str | N
 @attrs.frozen(kw_only=True)
 class CreateRequest:
     plan_id: str
-    enrol_token: object
+    enrol_token: str | None
     holder: dict[str, str | None]
     reference: str | None
     metadata: dict[str, str]
@@ -143,9 +143,13 @@ class CreateRequest:
 def parse_create(raw: dict[str, Any], prefix: str, fields: Fields) -> CreateRequest | None:
     """A pass-create body; ``None`` (with ``fields`` filled) when any field is wrong.
 
-    The ``enrol_token`` is only type-checked later, once the plan says whether it is needed.
+    ``enrol_token`` must be a string or null whatever the plan; whether it is required is only
+    known once the plan is.
     """
     plan_id = _string(raw, "plan_id", f"{prefix}plan_id", fields)
+    enrol_token = raw.get("enrol_token")
+    if enrol_token is not None and not isinstance(enrol_token, str):
+        fields[f"{prefix}enrol_token"] = "must be a string"
     if "holder" in raw:
         holder = _holder(raw["holder"], f"{prefix}holder", fields, partial=False)
     else:
@@ -157,7 +161,7 @@ def parse_create(raw: dict[str, Any], prefix: str, fields: Fields) -> CreateRequ
         return None
     return CreateRequest(
         plan_id=plan_id,
-        enrol_token=raw.get("enrol_token"),
+        enrol_token=enrol_token,
         holder={key: holder.get(key) for key in _HOLDER_KEYS},
         reference=reference,
         metadata=metadata,
@@ -206,13 +210,9 @@ def parse_cancel(raw: dict[str, Any]) -> str:
     return pass_id
 
 
-def enrol_token_error(value: object, prefix: str) -> ApiError | None:
-    """A missing or non-string token is a malformed request, not an invalid token."""
-    if value is None:
-        return invalid_request({f"{prefix}enrol_token": "is required for this plan"})
-    if not isinstance(value, str):
-        return invalid_request({f"{prefix}enrol_token": "must be a string"})
-    return None
+def missing_enrol_token(prefix: str) -> ApiError:
+    """A lounge plan without a token is a malformed request, not an invalid token."""
+    return invalid_request({f"{prefix}enrol_token": "is required for this plan"})
 
 
 @attrs.frozen(kw_only=True)
@@ -233,7 +233,8 @@ def parse_tokenize(raw: dict[str, Any]) -> TokenizeRequest:
 
 
 def parse_token_request(raw: dict[str, Any]) -> tuple[str, str]:
-    """``(client_id, client_secret)``; ``grant_type`` may be omitted but not be another grant."""
+    """``(client_id, client_secret)``; ``grant_type`` may be omitted, but when present (even
+    as ``null``) it must be ``client_credentials``."""
     fields: Fields = {}
     found: dict[str, str] = {}
     for key in ("client_id", "client_secret"):
@@ -245,7 +246,7 @@ def parse_token_request(raw: dict[str, Any]) -> tuple[str, str]:
         else:
             found[key] = value
     grant_type = raw.get("grant_type")
-    if grant_type is not None and not isinstance(grant_type, str):
+    if "grant_type" in raw and not isinstance(grant_type, str):
         fields["grant_type"] = "must be a string"
     if fields:
         raise invalid_request(fields)

@@ -53,6 +53,11 @@ async def test_bad_credentials_get_the_guides_invalid_client_body(api: Api) -> N
             {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "grant_type": 1},
             {"grant_type": "must be a string"},
         ),
+        # Found by schemathesis: a null grant_type was taken as omitted and a token issued.
+        (
+            {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "grant_type": None},
+            {"grant_type": "must be a string"},
+        ),
     ],
 )
 async def test_token_request_with_missing_or_wrong_fields(
