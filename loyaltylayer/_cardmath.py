@@ -13,8 +13,10 @@ __all__ = [
     "CARD_TYPES",
     "card_type_for",
     "expiry_is_past",
+    "looks_like_card_number",
     "luhn_check_digit",
     "luhn_valid",
+    "mask_card",
     "parse_expiry",
 ]
 
@@ -42,6 +44,18 @@ def luhn_valid(digits: str) -> bool:
     if not digits.isascii() or not digits.isdigit():
         return False
     return _luhn_sum(digits, double_first=False) % 10 == 0
+
+
+def looks_like_card_number(text: str) -> bool:
+    """12 to 19 digits (maybe grouped by spaces or dashes) that pass the Luhn check: a PAN."""
+    digits = text.replace(" ", "").replace("-", "")
+    return 12 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def mask_card(number: str) -> str:
+    """``4111 1111 1111 1111`` -> ``**** 1111``: the most of a card number any output shows."""
+    digits = "".join(char for char in number if char in "0123456789")
+    return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
 
 
 def luhn_check_digit(partial: str) -> str:
