@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_env import summary
 from click.testing import CliRunner, Result
 
 from loyaltylayer.cli._app import cli
@@ -37,12 +38,13 @@ def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     assert result.exit_code == 1
     assert "Using the embedded LoyaltyLayer sandbox" in result.output
-    assert "│ Records       │ 50 " in result.output
-    assert "│ Created       │ 47 " in result.output
-    assert "│ Failed        │ 3 (0 retryable, 3 invalid rows) " in result.output
+    table = summary(result.output)
+    assert (table["Records"], table["Created"], table["Already done"]) == ("50", "47", "0")
+    assert table["Failed"] == "3 (0 retryable, 3 invalid rows)"
     rows = jsonl(tmp_path / "results.jsonl")
     assert rows[0]["plan_id"] == "pp-gold"
     assert rows[0]["environment"] == "embedded-sandbox"
+    assert rows[0]["job_id"] == table["Job"]
     outcomes = [row for row in rows[1:] if row["status"] != "pending"]
     created = [row for row in outcomes if row["status"] == "created"]
     assert len(created) == 47
@@ -62,10 +64,27 @@ def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("34", "**** 4444", "", "CUST-1033"),
     ]
 
+
+def test_a_rerun_against_a_new_embedded_sandbox_starts_a_new_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first run's passes ended with its sandbox: "already done" would be a lie.
+    first = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+    earlier = (tmp_path / "results.jsonl").read_bytes()
+    earlier_job = summary(first.output)["Job"]
+
     again = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+
     assert again.exit_code == 1
-    assert "│ Already done  │ 47 " in again.output
-    assert "│ Created       │ 0 " in again.output
+    kept = tmp_path / f"results.{earlier_job}.jsonl"
+    assert "results.jsonl was written against an earlier embedded sandbox" in again.output
+    assert f"it is kept as {kept.name}" in " ".join(again.output.split())
+    table = summary(again.output)
+    assert (table["Created"], table["Already done"]) == ("47", "0")
+    assert table["Job"] != earlier_job
+    assert kept.read_bytes() == earlier
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert jsonl(tmp_path / "results.jsonl")[0]["job_id"] == table["Job"]
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> str:
@@ -109,7 +128,23 @@ def dry_run(
         ),
         (
             "4111111111111111,12/29,A B,123,Ada," + "L" * 200_000 + ",ada@example.com,,,R1",
-            "line 2: row: field larger than field limit (131072)",
+            "line 2: row: is not valid CSV (field larger than field limit (131072))",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Gr\x00ace,Lovelace,ada@example.com,,,R1",
+            "line 2: first_name: must not contain control characters",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada,Love\tlace,ada@example.com,,,R1",
+            "line 2: last_name: must not contain control characters",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada,Lovelace,ada@example.com,,,4242 4242 4242 4242",
+            "line 2: reference: looks like a card number: give the record another reference",
+        ),
+        (
+            '4111111111111111,12/29,A B,123,"Ada"x,Lovelace,ada@example.com,,,R1',
+            "line 2: row: is not valid CSV (',' expected after '\"')",
         ),
     ],
 )
@@ -199,6 +234,8 @@ def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         json.dumps(good | {"reference": "J2", "cvv": 123}),
         json.dumps({k: v for k, v in good.items() if k != "email"} | {"reference": "J3"}),
         "[1, 2]",
+        json.dumps(good | {"reference": "J4"})[:-1] + ', "n": ' + "9" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
     ]
     result = dry_run(tmp_path, monkeypatch, "in.jsonl", "\n".join(lines) + "\n")
 
@@ -207,7 +244,22 @@ def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "line 3: cvv: must be a JSON string\n" in result.output
     assert "line 4: email: is missing\n" in result.output
     assert "line 5: row: is not a JSON object\n" in result.output
-    assert "records: 5, valid: 1, invalid: 4" in result.output
+    assert "line 6: row: is not valid JSON\n" in result.output
+    assert "line 7: row: is not valid JSON\n" in result.output
+    assert "records: 7, valid: 1, invalid: 6" in result.output
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens_and_swallows_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stray = '4111111111111111,12/29,"A B,123,Ada,Lovelace,ada@example.com,,,R0'
+    rows = "".join(f"{GOOD}R{n}\n" for n in range(1, 6))
+    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{stray}\n{rows}")
+
+    assert result.exit_code == 2
+    assert "line 2: row: a quoted cell is not closed on this line\n" in result.output
+    assert "records: 6, valid: 5, invalid: 1" in result.output
+    assert "request plan: 5 tokenize + 1 batch-create" in result.output
 
 
 def test_no_card_number_or_cvv_in_any_output(
@@ -220,6 +272,7 @@ def test_no_card_number_or_cvv_in_any_output(
         f"{pans[0]},12/29,ADA LOVELACE,{cvvs[0]},Ada,Lovelace,ada@example.com,,GB,C1\n"
         f"{pans[1]},12/29,ADA LOVELACE,{cvvs[1]},Ada,Lovelace,ada@,,GB,C2\n"
         f",{pans[2]},12/29,ADA LOVELACE,{cvvs[2]},Ada,Lovelace,ada@example.com,,GB,C3\n"
+        f"{pans[0]},12/29,ADA LOVELACE,{cvvs[0]},Ada,Lovelace,ada@example.com,,GB,{pans[1]}\n"
     )
     path = write(tmp_path, "in.csv", content)
 
@@ -244,7 +297,9 @@ def test_no_card_number_or_cvv_in_any_output(
     assert [(e["line"], e["card_number"], e["card_expiry"], e["cvv"]) for e in errors] == [
         ("3", "**** 8210", "12/29", ""),
         ("4", "", "", ""),
+        ("5", "**** 5556", "12/29", ""),
     ]
+    assert errors[2]["reference"] == "**** 8210"
 
 
 def test_max_errors_stops_feeding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,24 +315,43 @@ def test_max_errors_stops_feeding(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     assert result.exit_code == 1
     assert "Stopped: 3 records failed (--max-errors 3)." in result.output
-    assert "│ Not started   │ 22 " in result.output
+    assert summary(result.output)["Not started"] == "22"
     assert "Resume with:" in result.output
-    assert f"loyaltylayer enroll {path} --plan-id pp-gold" in " ".join(result.output.split())
+    job = summary(result.output)["Job"]
+    resume = " ".join(result.output.split("Resume with:")[1].split())
+    assert resume == (
+        f"loyaltylayer enroll {path} --plan-id pp-gold --out results.jsonl --errors errors.csv "
+        f"--job-id {job} --sandbox --rate 100 --per 60.0 --concurrency 8 --max-errors 3"
+    )
 
 
-def test_results_of_another_job_are_refused(
+def test_results_of_another_plan_are_refused_until_restarted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path, "in.csv", f"{HEADER}\n{GOOD}R1\n")
-    first = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox")
-    other = invoke(tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--sandbox")
+    base = ["--base-url", "http://127.0.0.1:9"]  # a live API: its file is never set aside
+    (tmp_path / "results.jsonl").write_text(
+        json.dumps(
+            {
+                "format": "loyaltylayer-results/2",
+                "job_id": "job-a",
+                "plan_id": "pp-gold",
+                "input": path,
+                "environment": "http://127.0.0.1:9",
+                "started_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    other = invoke(tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--dry-run", *base)
     restarted = invoke(
-        tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--sandbox", "--restart"
+        tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--dry-run", "--restart", *base
     )
 
-    assert first.exit_code == 0
     assert other.exit_code == 2
     assert "belongs to another job (plan_id 'pp-gold', not 'lk-standard')" in other.output
     assert restarted.exit_code == 0
-    assert "│ Created       │ 1 " in restarted.output
-    assert jsonl(tmp_path / "results.jsonl")[0]["plan_id"] == "lk-standard"
+    assert "--restart keeps results.jsonl as results.job-a.jsonl" in " ".join(
+        restarted.output.split()
+    )
