@@ -1,4 +1,4 @@
-"""``loyaltylayer enroll`` through click's CliRunner: the demo, malformed input, secrets, limits."""
+"""``loyaltylayer enroll`` as a process: the demo, malformed input, secrets, limits."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_env import summary
-from click.testing import CliRunner, Result
-
-from loyaltylayer.cli._app import cli
+from cli_env import CliRun, results_rows, run_cli, summary
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cardholders.csv"
 HEADER = (
@@ -21,27 +17,19 @@ HEADER = (
 GOOD = "4111111111111111,12/29,ADA LOVELACE,123,Ada,Lovelace,ada@example.com,,GB,"
 
 
-def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["enroll", *args])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return result
+def invoke(tmp_path: Path, *args: str) -> CliRun:
+    return run_cli("enroll", *args, cwd=tmp_path)
 
 
-def jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+def test_demo_command_end_to_end(tmp_path: Path) -> None:
+    result = invoke(tmp_path, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
 
     assert result.exit_code == 1
     assert "Using the embedded LoyaltyLayer sandbox" in result.output
     table = summary(result.output)
     assert (table["Records"], table["Created"], table["Already done"]) == ("50", "47", "0")
     assert table["Failed"] == "3 (0 retryable, 3 invalid rows)"
-    rows = jsonl(tmp_path / "results.jsonl")
+    rows = results_rows(tmp_path / "results.jsonl")
     assert rows[0]["plan_id"] == "pp-gold"
     assert rows[0]["environment"] == "embedded-sandbox"
     assert rows[0]["job_id"] == table["Job"]
@@ -65,15 +53,13 @@ def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ]
 
 
-def test_a_rerun_against_a_new_embedded_sandbox_starts_a_new_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_rerun_against_a_new_embedded_sandbox_starts_a_new_job(tmp_path: Path) -> None:
     # The first run's passes ended with its sandbox: "already done" would be a lie.
-    first = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+    first = invoke(tmp_path, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
     earlier = (tmp_path / "results.jsonl").read_bytes()
     earlier_job = summary(first.output)["Job"]
 
-    again = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+    again = invoke(tmp_path, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
 
     assert again.exit_code == 1
     kept = tmp_path / f"results.{earlier_job}.jsonl"
@@ -84,7 +70,7 @@ def test_a_rerun_against_a_new_embedded_sandbox_starts_a_new_job(
     assert table["Job"] != earlier_job
     assert kept.read_bytes() == earlier
     assert kept.stat().st_mode & 0o777 == 0o600
-    assert jsonl(tmp_path / "results.jsonl")[0]["job_id"] == table["Job"]
+    assert results_rows(tmp_path / "results.jsonl")[0]["job_id"] == table["Job"]
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> str:
@@ -96,11 +82,9 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> str:
     return str(path)
 
 
-def dry_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: str | bytes, *extra: str
-) -> Result:
+def dry_run(tmp_path: Path, name: str, content: str | bytes, *extra: str) -> CliRun:
     path = write(tmp_path, name, content)
-    return invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--dry-run", *extra)
+    return invoke(tmp_path, path, "--plan-id", "pp-gold", "--dry-run", *extra)
 
 
 @pytest.mark.parametrize(
@@ -148,10 +132,8 @@ def dry_run(
         ),
     ],
 )
-def test_bad_rows_are_reported_per_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row: str, message: str
-) -> None:
-    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{row}\n{GOOD}\n")
+def test_bad_rows_are_reported_per_row(tmp_path: Path, row: str, message: str) -> None:
+    result = dry_run(tmp_path, "in.csv", f"{HEADER}\n{row}\n{GOOD}\n")
 
     assert result.exit_code == 2
     assert message + "\n" in result.output
@@ -159,13 +141,13 @@ def test_bad_rows_are_reported_per_row(
     assert "request plan: 1 tokenize + 1 batch-create + 3 token/keys = 5 requests" in result.output
 
 
-def test_bad_encoding_and_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_encoding_and_duplicates(tmp_path: Path) -> None:
     content = (
         f"{HEADER}\n{GOOD}R1\n".encode()
         + b"4111111111111111,12/29,A B,123,Ad\xe9le,Lovelace,ada@example.com,,,R2\n"
         + f"{GOOD}R1\n{GOOD}\n{GOOD}\n".encode()
     )
-    result = dry_run(tmp_path, monkeypatch, "in.csv", content)
+    result = dry_run(tmp_path, "in.csv", content)
 
     assert result.exit_code == 2
     assert "line 3: first_name: is not UTF-8 text\n" in result.output
@@ -174,11 +156,9 @@ def test_bad_encoding_and_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "records: 5, valid: 2, invalid: 3" in result.output
 
 
-def test_all_valid_dry_run_shows_plan_and_eta(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_all_valid_dry_run_shows_plan_and_eta(tmp_path: Path) -> None:
     rows = "".join(f"{GOOD}R{n}\n" for n in range(250))
-    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{rows}", "--rate", "100")
+    result = dry_run(tmp_path, "in.csv", f"{HEADER}\n{rows}", "--rate", "100")
 
     assert result.exit_code == 0
     assert "records: 250, valid: 250, invalid: 0" in result.output
@@ -201,24 +181,20 @@ def test_all_valid_dry_run_shows_plan_and_eta(
         ("a,a,b\n1,2,3\n", "the header repeats the column(s) ['a']"),
     ],
 )
-def test_unusable_files_are_usage_errors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, message: str
-) -> None:
-    result = dry_run(tmp_path, monkeypatch, "in.csv", content)
+def test_unusable_files_are_usage_errors(tmp_path: Path, content: str, message: str) -> None:
+    result = dry_run(tmp_path, "in.csv", content)
 
     assert result.exit_code == 2
     assert "Error: Invalid value for INPUT: " in result.output
     assert message in " ".join(result.output.split())
 
 
-def test_map_renames_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_map_renames_columns(tmp_path: Path) -> None:
     header = HEADER.replace("card_number", "PAN").replace("email", "Mail")
     content = f"{header}\n{GOOD}R1\n"
 
-    bad = dry_run(tmp_path, monkeypatch, "in.csv", content, "--map", "PAN=card_numbr")
-    good = dry_run(
-        tmp_path, monkeypatch, "in.csv", content, "--map", "PAN=card_number", "--map", "Mail=email"
-    )
+    bad = dry_run(tmp_path, "in.csv", content, "--map", "PAN=card_numbr")
+    good = dry_run(tmp_path, "in.csv", content, "--map", "PAN=card_number", "--map", "Mail=email")
 
     assert bad.exit_code == 2
     assert "'card_numbr' is not one of card_number" in bad.output
@@ -226,7 +202,7 @@ def test_map_renames_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "records: 1, valid: 1, invalid: 0" in good.output
 
 
-def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jsonl_rows(tmp_path: Path) -> None:
     good = dict(zip(HEADER.split(","), GOOD.split(","), strict=True)) | {"reference": "J1"}
     lines = [
         json.dumps(good),
@@ -237,7 +213,7 @@ def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         json.dumps(good | {"reference": "J4"})[:-1] + ', "n": ' + "9" * 5000 + "}",
         "[" * 100_000 + "]" * 100_000,
     ]
-    result = dry_run(tmp_path, monkeypatch, "in.jsonl", "\n".join(lines) + "\n")
+    result = dry_run(tmp_path, "in.jsonl", "\n".join(lines) + "\n")
 
     assert result.exit_code == 2
     assert "line 2: row: is not valid JSON\n" in result.output
@@ -249,12 +225,10 @@ def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "records: 7, valid: 1, invalid: 6" in result.output
 
 
-def test_an_unclosed_quote_is_reported_where_it_opens_and_swallows_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unclosed_quote_is_reported_where_it_opens_and_swallows_nothing(tmp_path: Path) -> None:
     stray = '4111111111111111,12/29,"A B,123,Ada,Lovelace,ada@example.com,,,R0'
     rows = "".join(f"{GOOD}R{n}\n" for n in range(1, 6))
-    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{stray}\n{rows}")
+    result = dry_run(tmp_path, "in.csv", f"{HEADER}\n{stray}\n{rows}")
 
     assert result.exit_code == 2
     assert "line 2: row: a quoted cell is not closed on this line\n" in result.output
@@ -262,9 +236,7 @@ def test_an_unclosed_quote_is_reported_where_it_opens_and_swallows_nothing(
     assert "request plan: 5 tokenize + 1 batch-create" in result.output
 
 
-def test_no_card_number_or_cvv_in_any_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_card_number_or_cvv_in_any_output(tmp_path: Path) -> None:
     pans = ["4000056655665556", "5200828282828210", "6011000990139424"]
     cvvs = ["917", "482", "735"]
     content = (
@@ -276,8 +248,8 @@ def test_no_card_number_or_cvv_in_any_output(
     )
     path = write(tmp_path, "in.csv", content)
 
-    dry = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--dry-run")
-    result = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox")
+    dry = invoke(tmp_path, path, "--plan-id", "pp-gold", "--dry-run")
+    result = invoke(tmp_path, path, "--plan-id", "pp-gold", "--sandbox")
 
     assert result.exit_code == 1
     outputs = [
@@ -302,16 +274,14 @@ def test_no_card_number_or_cvv_in_any_output(
     assert errors[2]["reference"] == "**** 8210"
 
 
-def test_max_errors_stops_feeding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_errors_stops_feeding(tmp_path: Path) -> None:
     bad = "".join(
         f"4111111111111112,12/29,A B,123,Ada,Lovelace,a@example.com,,,B{n}\n" for n in range(5)
     )
     good = "".join(f"{GOOD}G{n}\n" for n in range(20))
     path = write(tmp_path, "in.csv", f"{HEADER}\n{bad}{good}")
 
-    result = invoke(
-        tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox", "--max-errors", "3"
-    )
+    result = invoke(tmp_path, path, "--plan-id", "pp-gold", "--sandbox", "--max-errors", "3")
 
     assert result.exit_code == 1
     assert "Stopped: 3 records failed (--max-errors 3)." in result.output
@@ -325,9 +295,7 @@ def test_max_errors_stops_feeding(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     )
 
 
-def test_results_of_another_plan_are_refused_until_restarted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_results_of_another_plan_are_refused_until_restarted(tmp_path: Path) -> None:
     path = write(tmp_path, "in.csv", f"{HEADER}\n{GOOD}R1\n")
     base = ["--base-url", "http://127.0.0.1:9"]  # a live API: its file is never set aside
     (tmp_path / "results.jsonl").write_text(
@@ -344,10 +312,8 @@ def test_results_of_another_plan_are_refused_until_restarted(
         + "\n",
         encoding="utf-8",
     )
-    other = invoke(tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--dry-run", *base)
-    restarted = invoke(
-        tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--dry-run", "--restart", *base
-    )
+    other = invoke(tmp_path, path, "--plan-id", "lk-standard", "--dry-run", *base)
+    restarted = invoke(tmp_path, path, "--plan-id", "lk-standard", "--dry-run", "--restart", *base)
 
     assert other.exit_code == 2
     assert "belongs to another job (plan_id 'pp-gold', not 'lk-standard')" in other.output

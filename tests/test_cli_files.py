@@ -1,6 +1,6 @@
 """``loyaltylayer enroll`` and the operator's files: never overwritten, private, honest, checked.
 
-Runs go through click's CliRunner against one sandbox that outlives them (passes are counted
+Each run is a real CLI process against one sandbox that outlives them (passes are counted
 there, so "no second pass" is what the server holds).
 """
 
@@ -9,16 +9,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pty
 import stat
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_env import last_rows, summary
-from click.testing import CliRunner, Result
+from cli_env import CliRun, last_rows, run_cli, summary
 
-from loyaltylayer.cli._app import cli
 from loyaltylayer.sandbox import SandboxConfig, SandboxThread
 
 HEADER = "card_number,card_expiry,name_on_card,cvv,first_name,last_name,email,phone,reference"
@@ -42,23 +43,16 @@ def sandbox(server: SandboxThread) -> SandboxThread:
     return server
 
 
-def enroll(sandbox: SandboxThread, cwd: Path, *args: str, stdin: str | None = None) -> Result:
-    env = {
+def credentials(sandbox: SandboxThread) -> dict[str, str]:
+    return {
         "LOYALTYLAYER_CLIENT_ID": "sandbox-client",
         "LOYALTYLAYER_CLIENT_SECRET": "sandbox-secret",
         "LOYALTYLAYER_BASE_URL": sandbox.base_url,
     }
-    previous = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(
-            cli, ["enroll", *args, "--plan-id", "pp-gold"], env=env, input=stdin
-        )
-    finally:
-        os.chdir(previous)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
+
+
+def enroll(sandbox: SandboxThread, cwd: Path, *args: str) -> CliRun:
+    return run_cli("enroll", *args, "--plan-id", "pp-gold", cwd=cwd, env=credentials(sandbox))
 
 
 def passes_by_reference(sandbox: SandboxThread) -> Counter[str]:
@@ -326,7 +320,7 @@ def test_a_moved_input_resumes_its_job_with_a_warning(
     assert passes_by_reference(sandbox) == {f"R{n}": 1 for n in range(4)}
 
 
-def test_restart_asks_first_and_keeps_the_old_results(
+def test_restart_without_a_terminal_needs_yes_and_keeps_the_old_results(
     sandbox: SandboxThread, tmp_path: Path
 ) -> None:
     write_input(tmp_path / "in.csv", [row(1), row(2)])
@@ -336,10 +330,9 @@ def test_restart_asks_first_and_keeps_the_old_results(
     question = f"--restart keeps results.jsonl as results.{job}.jsonl and starts job "
 
     unattended = enroll(sandbox, tmp_path, "in.csv", "--restart")
-    declined = enroll(sandbox, tmp_path, "in.csv", "--restart", stdin="n\n")
     same_id = enroll(sandbox, tmp_path, "in.csv", "--restart", "--job-id", job, "--yes")
 
-    for result in (unattended, declined, same_id):
+    for result in (unattended, same_id):
         assert result.exit_code == 2
     assert question in " ".join(unattended.output.split())
     assert "the 2 records job" in unattended.output
@@ -355,6 +348,40 @@ def test_restart_asks_first_and_keeps_the_old_results(
     assert restarted.exit_code == 0
     assert (tmp_path / f"results.{job}.jsonl").read_bytes() == earlier
     assert summary(restarted.output)["Job"] != job
+    assert passes_by_reference(sandbox) == {"R1": 2, "R2": 2}
+
+
+def answering(sandbox: SandboxThread, cwd: Path, answer: str, *args: str) -> tuple[int, str]:
+    """The CLI as a process whose input is a terminal, answering its question ``answer``."""
+    controller, terminal = pty.openpty()
+    env = os.environ | credentials(sandbox)
+    command = [sys.executable, "-m", "loyaltylayer", "enroll", *args, "--plan-id", "pp-gold"]
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdin=terminal, stdout=subprocess.PIPE, text=True
+    ) as process:
+        os.close(terminal)
+        os.write(controller, answer.encode() + b"\n")
+        out, _ = process.communicate(timeout=60)
+    os.close(controller)
+    return process.returncode, out
+
+
+def test_restart_on_a_terminal_asks_and_takes_the_answer(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv", [row(1), row(2)])
+    job = summary(enroll(sandbox, tmp_path, "in.csv").output)["Job"]
+    earlier = (tmp_path / "results.jsonl").read_bytes()
+
+    declined = answering(sandbox, tmp_path, "n", "in.csv", "--restart")
+    assert declined[0] == 2
+    assert "will get a second pass each. Make new passes? [y/N]" in " ".join(declined[1].split())
+    assert (tmp_path / "results.jsonl").read_bytes() == earlier
+    assert passes_by_reference(sandbox) == {"R1": 1, "R2": 1}
+
+    accepted = answering(sandbox, tmp_path, "y", "in.csv", "--restart")
+    assert accepted[0] == 0, accepted[1]
+    assert (tmp_path / f"results.{job}.jsonl").read_bytes() == earlier
     assert passes_by_reference(sandbox) == {"R1": 2, "R2": 2}
 
 

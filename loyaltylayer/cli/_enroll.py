@@ -368,7 +368,7 @@ def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_r
     if not sys.stdin.isatty():
         raise UsageProblem(f"{what}; add --yes to go ahead")
     if not click.confirm(f"{what}. Make new passes?", default=False):
-        raise UsageProblem("nothing was done")
+        raise UsageProblem(f"nothing was done; {results.path} is as it was")
 
 
 @click.command("enroll")
