@@ -23,6 +23,7 @@ __all__ = [
 CARD_TYPES = ("VISA", "MASTERCARD", "AMEX", "DISCOVER", "JCB", "UNIONPAY", "DINERS")
 
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/([0-9]{2})")
+_NOT_DIGITS = re.compile(r"[^0-9]")
 
 
 def _luhn_sum(digits: str, *, double_first: bool) -> int:
@@ -54,7 +55,7 @@ def looks_like_card_number(text: str) -> bool:
 
 def mask_card(number: str) -> str:
     """``4111 1111 1111 1111`` -> ``**** 1111``: the most of a card number any output shows."""
-    digits = "".join(char for char in number if char in "0123456789")
+    digits = _NOT_DIGITS.sub("", number)
     return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
 
 

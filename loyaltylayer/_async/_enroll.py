@@ -330,16 +330,15 @@ class _Pipeline:
             **details,
         )
 
-    async def _record(self, outcome: EnrollOutcome, progress: EnrollProgress) -> None:
-        if self._checkpoint is not None:
-            await self._checkpoint.record(outcome, progress)
-
     async def _finish(
-        self, work: _Work, status: Status, progress: EnrollProgress, **details: Any
+        self, work: _Work, status: Status, progress: EnrollProgress | None, **details: Any
     ) -> None:
-        """Record the record's outcome, then hand it out."""
+        """Record the record's outcome (``None``: it is done), then hand it out."""
         outcome = self._outcome(work, status, **details)
-        await self._record(outcome, progress)
+        if self._checkpoint is not None:
+            if progress is None:
+                progress = EnrollProgress(key=work.record.key, step="done")
+            await self._checkpoint.record(outcome, progress)
         await self.outcomes.put(outcome)
 
     def _to_send(self, work: _Work, idempotency_key: str) -> EnrollProgress:
@@ -384,9 +383,9 @@ class _Pipeline:
         work.attempts += 1
         work.enrol_token = token.enrol_token
         work.token_expires_at = token.expires_at
-        await self._record(
-            self._outcome(work, "pending"), self._to_send(work, work.idempotency_key)
-        )
+        if self._checkpoint is not None:
+            sending = self._to_send(work, work.idempotency_key)
+            await self._checkpoint.record(self._outcome(work, "pending"), sending)
         await self._room.acquire()
         self._ready.put_nowait(work)
 
@@ -446,15 +445,14 @@ class _Pipeline:
             result = await self._passes.batch_create(requests)
             for work, item in zip(sendable, result.items, strict=True):
                 work.attempts += 1
-                done = EnrollProgress(key=work.record.key, step="done")
                 if item.pass_ is not None:
                     await self._finish(
-                        work, "created", done, pass_=item.pass_, replayed=item.replayed
+                        work, "created", None, pass_=item.pass_, replayed=item.replayed
                     )
                 elif isinstance(item.error, IdempotencyKeyReusedError):
                     # The key is this job's and this record's, and the server holds a create
                     # under it with another token: an earlier run made the pass.
-                    await self._finish(work, "created_earlier", done)
+                    await self._finish(work, "created_earlier", None)
                 elif _token_was_refused(item.error) and not work.retokenized:
                     work.retokenized = True
                     work.idempotency_key = next_enrollment_key(work.idempotency_key)
