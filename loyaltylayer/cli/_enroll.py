@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 import signal
 import sys
@@ -322,11 +323,14 @@ def _refuse_overwrites(input_path: Path, out: Path, errors_path: Path) -> None:
         raise UsageProblem(f"--out and --errors are the same file ({out})")
 
 
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
 def _check_job_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not (
-        1 <= len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
-    ):
-        raise click.BadParameter("must be 1 to 128 printable ASCII characters, no spaces")
+    if value is not None and _JOB_ID.fullmatch(value) is None:
+        raise click.BadParameter(
+            "must be 1 to 128 letters, digits and . _ : - (starting with a letter or digit)"
+        )
     return value
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 from typing import IO
 
 __all__ = ["free_name", "open_private", "same_file", "set_aside", "write_error"]
 
 _PRIVATE = 0o600
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def open_private(path: Path, *, append: bool, errors: str = "strict") -> IO[str]:
@@ -41,7 +43,11 @@ def same_file(first: Path, second: Path) -> bool:
 
 
 def free_name(path: Path, tag: str) -> Path:
-    """A name beside ``path`` that no file has: ``<stem>.<tag>[.N]<suffix>``."""
+    """A name beside ``path`` that no file has: ``<stem>.<tag>[.N]<suffix>``.
+
+    Characters of ``tag`` that do not belong in a file name become ``_``.
+    """
+    tag = _UNSAFE.sub("_", tag)
     candidate = path.with_name(f"{path.stem}.{tag}{path.suffix}")
     number = 1
     while candidate.exists():
