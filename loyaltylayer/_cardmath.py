@@ -13,14 +13,17 @@ __all__ = [
     "CARD_TYPES",
     "card_type_for",
     "expiry_is_past",
+    "looks_like_card_number",
     "luhn_check_digit",
     "luhn_valid",
+    "mask_card",
     "parse_expiry",
 ]
 
 CARD_TYPES = ("VISA", "MASTERCARD", "AMEX", "DISCOVER", "JCB", "UNIONPAY", "DINERS")
 
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/([0-9]{2})")
+_NOT_DIGITS = re.compile(r"[^0-9]")
 
 
 def _luhn_sum(digits: str, *, double_first: bool) -> int:
@@ -42,6 +45,18 @@ def luhn_valid(digits: str) -> bool:
     if not digits.isascii() or not digits.isdigit():
         return False
     return _luhn_sum(digits, double_first=False) % 10 == 0
+
+
+def looks_like_card_number(text: str) -> bool:
+    """12 to 19 digits (maybe grouped by spaces or dashes) that pass the Luhn check: a PAN."""
+    digits = text.replace(" ", "").replace("-", "")
+    return 12 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def mask_card(number: str) -> str:
+    """``4111 1111 1111 1111`` -> ``**** 1111``: the most of a card number any output shows."""
+    digits = _NOT_DIGITS.sub("", number)
+    return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
 
 
 def luhn_check_digit(partial: str) -> str:

@@ -22,6 +22,8 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "DuplicateRecordError",
+    "EnrollmentError",
     "IdempotencyKeyReusedError",
     "LoyaltyLayerError",
     "NotFoundError",
@@ -65,6 +67,28 @@ class ValidationError(LoyaltyLayerError, ValueError):
     def __init__(self, errors: Mapping[str, str]) -> None:
         self.errors: dict[str, str] = dict(errors)
         super().__init__("; ".join(f"{field}: {reason}" for field, reason in self.errors.items()))
+
+
+class DuplicateRecordError(ValidationError):
+    """A record of an enrollment job has the key of an earlier record of the same input.
+
+    Enrolling it would make a second pass for one cardholder (or silently skip it), so it fails
+    without a request; ``first_index`` is the position of the earlier record in the input.
+    """
+
+    def __init__(self, *, first_index: int) -> None:
+        self.first_index = first_index
+        super().__init__({"key": f"duplicates the record at index {first_index}"})
+
+
+class EnrollmentError(LoyaltyLayerError):
+    """An enrollment job stopped on an error that is no one record's.
+
+    Its checkpoint, its record source or the engine itself failed; ``__cause__`` is that error
+    (the first, when several parts of the job failed before they could be stopped).
+    The records in flight were cancelled: each create was checkpointed before it was sent, so
+    a rerun of the job replays it rather than making a second pass.
+    """
 
 
 class APIError(LoyaltyLayerError):

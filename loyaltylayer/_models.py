@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from . import _rules
-from ._cardmath import card_type_for, expiry_is_past, luhn_valid, parse_expiry
+from ._cardmath import card_type_for, expiry_is_past, luhn_valid, mask_card, parse_expiry
 from ._errors import LoyaltyLayerError, ValidationError
 
 __all__ = [
@@ -39,8 +39,8 @@ __all__ = [
 ]
 
 
-def _mask_pan(number: str) -> str:
-    return f"'**** **** **** {number[-4:]}'" if len(number) >= 4 else "'****'"
+def _masked_repr(number: str) -> str:
+    return repr(mask_card(number))
 
 
 def _hidden(_value: object) -> str:
@@ -86,7 +86,7 @@ class Card:
     spaces or dashes; it is kept as digits.
     """
 
-    number: str = attrs.field(converter=_normalize_pan, repr=_mask_pan)
+    number: str = attrs.field(converter=_normalize_pan, repr=_masked_repr)
     expiry: str
     name: str
     cvv: str = attrs.field(repr=_hidden)
@@ -113,7 +113,7 @@ class Card:
     @property
     def masked(self) -> str:
         """``**** 1111``: the most of a card number any output of the SDK shows."""
-        return f"**** {self.last4}"
+        return mask_card(self.number)
 
     @property
     def card_type(self) -> str | None:

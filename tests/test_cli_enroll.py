@@ -1,4 +1,4 @@
-"""``loyaltylayer enroll`` through click's CliRunner: the demo, malformed input, secrets, limits."""
+"""``loyaltylayer enroll`` as a process: the demo, malformed input, secrets, limits."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
-
-from loyaltylayer.cli._app import cli
+from cli_env import CliRun, results_rows, run_cli, summary
 
 EXAMPLE = (
     Path(__file__).resolve().parent.parent / "loyaltylayer" / "sandbox" / "demo_cardholders.csv"
@@ -22,29 +19,22 @@ HEADER = (
 GOOD = "4111111111111111,12/29,ADA LOVELACE,123,Ada,Lovelace,ada@example.com,,GB,"
 
 
-def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["enroll", *args])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return result
+def invoke(tmp_path: Path, *args: str) -> CliRun:
+    return run_cli("enroll", *args, cwd=tmp_path)
 
 
-def jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+def test_demo_command_end_to_end(tmp_path: Path) -> None:
+    result = invoke(tmp_path, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
 
     assert result.exit_code == 1
     assert "Using the embedded LoyaltyLayer sandbox" in result.output
-    assert "│ Records       │ 50 " in result.output
-    assert "│ Created       │ 47 " in result.output
-    assert "│ Failed        │ 3 (0 retryable, 3 invalid rows) " in result.output
-    rows = jsonl(tmp_path / "results.jsonl")
+    table = summary(result.output)
+    assert (table["Records"], table["Created"], table["Already done"]) == ("50", "47", "0")
+    assert table["Failed"] == "3 (0 retryable, 3 invalid rows)"
+    rows = results_rows(tmp_path / "results.jsonl")
     assert rows[0]["plan_id"] == "pp-gold"
     assert rows[0]["environment"] == "embedded-sandbox"
+    assert rows[0]["job_id"] == table["Job"]
     outcomes = [row for row in rows[1:] if row["status"] != "pending"]
     created = [row for row in outcomes if row["status"] == "created"]
     assert len(created) == 47
@@ -64,10 +54,25 @@ def test_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("34", "**** 4444", "", "CUST-1033"),
     ]
 
-    again = invoke(tmp_path, monkeypatch, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+
+def test_a_rerun_against_a_new_embedded_sandbox_starts_a_new_job(tmp_path: Path) -> None:
+    # The first run's passes ended with its sandbox: "already done" would be a lie.
+    first = invoke(tmp_path, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+    earlier = (tmp_path / "results.jsonl").read_bytes()
+    earlier_job = summary(first.output)["Job"]
+
+    again = invoke(tmp_path, str(EXAMPLE), "--plan-id", "pp-gold", "--sandbox")
+
     assert again.exit_code == 1
-    assert "│ Already done  │ 47 " in again.output
-    assert "│ Created       │ 0 " in again.output
+    kept = tmp_path / f"results.{earlier_job}.jsonl"
+    assert "results.jsonl was written against an earlier embedded sandbox" in again.output
+    assert f"it is kept as {kept.name}" in " ".join(again.output.split())
+    table = summary(again.output)
+    assert (table["Created"], table["Already done"]) == ("47", "0")
+    assert table["Job"] != earlier_job
+    assert kept.read_bytes() == earlier
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert results_rows(tmp_path / "results.jsonl")[0]["job_id"] == table["Job"]
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> str:
@@ -79,11 +84,9 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> str:
     return str(path)
 
 
-def dry_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: str | bytes, *extra: str
-) -> Result:
+def dry_run(tmp_path: Path, name: str, content: str | bytes, *extra: str) -> CliRun:
     path = write(tmp_path, name, content)
-    return invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--dry-run", *extra)
+    return invoke(tmp_path, path, "--plan-id", "pp-gold", "--dry-run", *extra)
 
 
 @pytest.mark.parametrize(
@@ -111,14 +114,28 @@ def dry_run(
         ),
         (
             "4111111111111111,12/29,A B,123,Ada," + "L" * 200_000 + ",ada@example.com,,,R1",
-            "line 2: row: field larger than field limit (131072)",
+            "line 2: row: is not valid CSV (field larger than field limit (131072))",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Gr\x00ace,Lovelace,ada@example.com,,,R1",
+            "line 2: first_name: must not contain control characters",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada,Love\tlace,ada@example.com,,,R1",
+            "line 2: last_name: must not contain control characters",
+        ),
+        (
+            "4111111111111111,12/29,A B,123,Ada,Lovelace,ada@example.com,,,4242 4242 4242 4242",
+            "line 2: reference: looks like a card number: give the record another reference",
+        ),
+        (
+            '4111111111111111,12/29,A B,123,"Ada"x,Lovelace,ada@example.com,,,R1',
+            "line 2: row: is not valid CSV (',' expected after '\"')",
         ),
     ],
 )
-def test_bad_rows_are_reported_per_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row: str, message: str
-) -> None:
-    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{row}\n{GOOD}\n")
+def test_bad_rows_are_reported_per_row(tmp_path: Path, row: str, message: str) -> None:
+    result = dry_run(tmp_path, "in.csv", f"{HEADER}\n{row}\n{GOOD}\n")
 
     assert result.exit_code == 2
     assert message + "\n" in result.output
@@ -126,13 +143,13 @@ def test_bad_rows_are_reported_per_row(
     assert "request plan: 1 tokenize + 1 batch-create + 3 token/keys = 5 requests" in result.output
 
 
-def test_bad_encoding_and_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_encoding_and_duplicates(tmp_path: Path) -> None:
     content = (
         f"{HEADER}\n{GOOD}R1\n".encode()
         + b"4111111111111111,12/29,A B,123,Ad\xe9le,Lovelace,ada@example.com,,,R2\n"
         + f"{GOOD}R1\n{GOOD}\n{GOOD}\n".encode()
     )
-    result = dry_run(tmp_path, monkeypatch, "in.csv", content)
+    result = dry_run(tmp_path, "in.csv", content)
 
     assert result.exit_code == 2
     assert "line 3: first_name: is not UTF-8 text\n" in result.output
@@ -141,11 +158,9 @@ def test_bad_encoding_and_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "records: 5, valid: 2, invalid: 3" in result.output
 
 
-def test_all_valid_dry_run_shows_plan_and_eta(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_all_valid_dry_run_shows_plan_and_eta(tmp_path: Path) -> None:
     rows = "".join(f"{GOOD}R{n}\n" for n in range(250))
-    result = dry_run(tmp_path, monkeypatch, "in.csv", f"{HEADER}\n{rows}", "--rate", "100")
+    result = dry_run(tmp_path, "in.csv", f"{HEADER}\n{rows}", "--rate", "100")
 
     assert result.exit_code == 0
     assert "records: 250, valid: 250, invalid: 0" in result.output
@@ -168,24 +183,20 @@ def test_all_valid_dry_run_shows_plan_and_eta(
         ("a,a,b\n1,2,3\n", "the header repeats the column(s) ['a']"),
     ],
 )
-def test_unusable_files_are_usage_errors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, message: str
-) -> None:
-    result = dry_run(tmp_path, monkeypatch, "in.csv", content)
+def test_unusable_files_are_usage_errors(tmp_path: Path, content: str, message: str) -> None:
+    result = dry_run(tmp_path, "in.csv", content)
 
     assert result.exit_code == 2
     assert "Error: Invalid value for INPUT: " in result.output
     assert message in " ".join(result.output.split())
 
 
-def test_map_renames_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_map_renames_columns(tmp_path: Path) -> None:
     header = HEADER.replace("card_number", "PAN").replace("email", "Mail")
     content = f"{header}\n{GOOD}R1\n"
 
-    bad = dry_run(tmp_path, monkeypatch, "in.csv", content, "--map", "PAN=card_numbr")
-    good = dry_run(
-        tmp_path, monkeypatch, "in.csv", content, "--map", "PAN=card_number", "--map", "Mail=email"
-    )
+    bad = dry_run(tmp_path, "in.csv", content, "--map", "PAN=card_numbr")
+    good = dry_run(tmp_path, "in.csv", content, "--map", "PAN=card_number", "--map", "Mail=email")
 
     assert bad.exit_code == 2
     assert "'card_numbr' is not one of card_number" in bad.output
@@ -193,7 +204,7 @@ def test_map_renames_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "records: 1, valid: 1, invalid: 0" in good.output
 
 
-def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jsonl_rows(tmp_path: Path) -> None:
     good = dict(zip(HEADER.split(","), GOOD.split(","), strict=True)) | {"reference": "J1"}
     lines = [
         json.dumps(good),
@@ -201,20 +212,33 @@ def test_jsonl_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         json.dumps(good | {"reference": "J2", "cvv": 123}),
         json.dumps({k: v for k, v in good.items() if k != "email"} | {"reference": "J3"}),
         "[1, 2]",
+        json.dumps(good | {"reference": "J4"})[:-1] + ', "n": ' + "9" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
     ]
-    result = dry_run(tmp_path, monkeypatch, "in.jsonl", "\n".join(lines) + "\n")
+    result = dry_run(tmp_path, "in.jsonl", "\n".join(lines) + "\n")
 
     assert result.exit_code == 2
     assert "line 2: row: is not valid JSON\n" in result.output
     assert "line 3: cvv: must be a JSON string\n" in result.output
     assert "line 4: email: is missing\n" in result.output
     assert "line 5: row: is not a JSON object\n" in result.output
-    assert "records: 5, valid: 1, invalid: 4" in result.output
+    assert "line 6: row: is not valid JSON\n" in result.output
+    assert "line 7: row: is not valid JSON\n" in result.output
+    assert "records: 7, valid: 1, invalid: 6" in result.output
 
 
-def test_no_card_number_or_cvv_in_any_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unclosed_quote_is_reported_where_it_opens_and_swallows_nothing(tmp_path: Path) -> None:
+    stray = '4111111111111111,12/29,"A B,123,Ada,Lovelace,ada@example.com,,,R0'
+    rows = "".join(f"{GOOD}R{n}\n" for n in range(1, 6))
+    result = dry_run(tmp_path, "in.csv", f"{HEADER}\n{stray}\n{rows}")
+
+    assert result.exit_code == 2
+    assert "line 2: row: a quoted cell is not closed on this line\n" in result.output
+    assert "records: 6, valid: 5, invalid: 1" in result.output
+    assert "request plan: 5 tokenize + 1 batch-create" in result.output
+
+
+def test_no_card_number_or_cvv_in_any_output(tmp_path: Path) -> None:
     pans = ["4000056655665556", "5200828282828210", "6011000990139424"]
     cvvs = ["917", "482", "735"]
     content = (
@@ -222,11 +246,12 @@ def test_no_card_number_or_cvv_in_any_output(
         f"{pans[0]},12/29,ADA LOVELACE,{cvvs[0]},Ada,Lovelace,ada@example.com,,GB,C1\n"
         f"{pans[1]},12/29,ADA LOVELACE,{cvvs[1]},Ada,Lovelace,ada@,,GB,C2\n"
         f",{pans[2]},12/29,ADA LOVELACE,{cvvs[2]},Ada,Lovelace,ada@example.com,,GB,C3\n"
+        f"{pans[0]},12/29,ADA LOVELACE,{cvvs[0]},Ada,Lovelace,ada@example.com,,GB,{pans[1]}\n"
     )
     path = write(tmp_path, "in.csv", content)
 
-    dry = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--dry-run")
-    result = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox")
+    dry = invoke(tmp_path, path, "--plan-id", "pp-gold", "--dry-run")
+    result = invoke(tmp_path, path, "--plan-id", "pp-gold", "--sandbox")
 
     assert result.exit_code == 1
     outputs = [
@@ -246,40 +271,55 @@ def test_no_card_number_or_cvv_in_any_output(
     assert [(e["line"], e["card_number"], e["card_expiry"], e["cvv"]) for e in errors] == [
         ("3", "**** 8210", "12/29", ""),
         ("4", "", "", ""),
+        ("5", "**** 5556", "12/29", ""),
     ]
+    assert errors[2]["reference"] == "**** 8210"
 
 
-def test_max_errors_stops_feeding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_errors_stops_feeding(tmp_path: Path) -> None:
     bad = "".join(
         f"4111111111111112,12/29,A B,123,Ada,Lovelace,a@example.com,,,B{n}\n" for n in range(5)
     )
     good = "".join(f"{GOOD}G{n}\n" for n in range(20))
     path = write(tmp_path, "in.csv", f"{HEADER}\n{bad}{good}")
 
-    result = invoke(
-        tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox", "--max-errors", "3"
-    )
+    result = invoke(tmp_path, path, "--plan-id", "pp-gold", "--sandbox", "--max-errors", "3")
 
     assert result.exit_code == 1
     assert "Stopped: 3 records failed (--max-errors 3)." in result.output
-    assert "│ Not started   │ 22 " in result.output
+    assert summary(result.output)["Not started"] == "22"
     assert "Resume with:" in result.output
-    assert f"loyaltylayer enroll {path} --plan-id pp-gold" in " ".join(result.output.split())
-
-
-def test_results_of_another_job_are_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = write(tmp_path, "in.csv", f"{HEADER}\n{GOOD}R1\n")
-    first = invoke(tmp_path, monkeypatch, path, "--plan-id", "pp-gold", "--sandbox")
-    other = invoke(tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--sandbox")
-    restarted = invoke(
-        tmp_path, monkeypatch, path, "--plan-id", "lk-standard", "--sandbox", "--restart"
+    job = summary(result.output)["Job"]
+    resume = " ".join(result.output.split("Resume with:")[1].split())
+    assert resume == (
+        f"loyaltylayer enroll {path} --plan-id pp-gold --out results.jsonl --errors errors.csv "
+        f"--job-id {job} --sandbox --rate 100 --per 60.0 --concurrency 8 --max-errors 3"
     )
 
-    assert first.exit_code == 0
+
+def test_results_of_another_plan_are_refused_until_restarted(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", f"{HEADER}\n{GOOD}R1\n")
+    base = ["--base-url", "http://127.0.0.1:9"]  # a live API: its file is never set aside
+    (tmp_path / "results.jsonl").write_text(
+        json.dumps(
+            {
+                "format": "loyaltylayer-results/2",
+                "job_id": "job-a",
+                "plan_id": "pp-gold",
+                "input": path,
+                "environment": "http://127.0.0.1:9",
+                "started_at": "2026-01-01T00:00:00+00:00",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    other = invoke(tmp_path, path, "--plan-id", "lk-standard", "--dry-run", *base)
+    restarted = invoke(tmp_path, path, "--plan-id", "lk-standard", "--dry-run", "--restart", *base)
+
     assert other.exit_code == 2
     assert "belongs to another job (plan_id 'pp-gold', not 'lk-standard')" in other.output
     assert restarted.exit_code == 0
-    assert "│ Created       │ 1 " in restarted.output
-    assert jsonl(tmp_path / "results.jsonl")[0]["plan_id"] == "lk-standard"
+    assert "--restart keeps results.jsonl as results.job-a.jsonl" in " ".join(
+        restarted.output.split()
+    )

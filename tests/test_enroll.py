@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import gc
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
+import attrs
 import pytest
 from sdk_env import paths, running
 
@@ -34,26 +36,6 @@ def rows(count: int, start: int = 0) -> list[dict[str, str]]:
         }
         for i in range(start, start + count)
     ]
-
-
-class DictCheckpoint(ll.EnrollCheckpoint):
-    """What the CLI keeps in results.jsonl, kept in a dict."""
-
-    def __init__(self) -> None:
-        self.done: set[str] = set()
-        self.saved: dict[str, ll.PendingEnrollment] = {}
-
-    def is_done(self, key: str) -> bool:
-        return key in self.done
-
-    def pending(self, key: str) -> ll.PendingEnrollment | None:
-        return self.saved.get(key)
-
-    async def save_pending(self, pending: ll.PendingEnrollment) -> None:
-        self.saved[pending.key] = pending
-
-    def record(self, outcomes: list[ll.EnrollOutcome]) -> None:
-        self.done |= {o.key for o in outcomes if o.status in ("created", "skipped")}
 
 
 async def collect(
@@ -117,17 +99,16 @@ async def test_idempotency_keys_are_deterministic_per_job_and_record() -> None:
 
 
 async def test_rerun_skips_done_records() -> None:
-    checkpoint = DictCheckpoint()
+    checkpoint = ll.MemoryCheckpoint()
     async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
-        first = await collect(client, rows(5), job_id="j", checkpoint=checkpoint)
-        checkpoint.record(first)
+        await collect(client, rows(5), job_id="j", checkpoint=checkpoint)
         second = await collect(client, rows(7), job_id="j", checkpoint=checkpoint)
         assert Counter(o.status for o in second) == {"skipped": 5, "created": 2}
         assert len(sandbox.passes()) == 7
 
 
 async def test_a_lost_batch_reply_is_replayed_by_the_rerun_not_repeated() -> None:
-    checkpoint = DictCheckpoint()
+    checkpoint = ll.MemoryCheckpoint()
     config = SandboxConfig(rate_key="off")
     async with running(config, max_retries=0) as (sandbox, client):
         sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="commit_then_drop", times=1))
@@ -135,7 +116,6 @@ async def test_a_lost_batch_reply_is_replayed_by_the_rerun_not_repeated() -> Non
         assert Counter(o.status for o in first) == {"failed": 40}
         assert all(o.retryable and isinstance(o.error, ll.APIConnectionError) for o in first)
         assert len(sandbox.passes()) == 40
-        checkpoint.record(first)
         second = await collect(client, rows(40), job_id="j", checkpoint=checkpoint)
         assert Counter(o.status for o in second) == {"created": 40}
         assert all(o.replayed for o in second)
@@ -144,7 +124,7 @@ async def test_a_lost_batch_reply_is_replayed_by_the_rerun_not_repeated() -> Non
 
 
 async def test_a_rerun_with_expired_tokens_retokenizes_under_a_new_key() -> None:
-    checkpoint = DictCheckpoint()
+    checkpoint = ll.MemoryCheckpoint()
     config = SandboxConfig(rate_key="off", enrol_token_ttl=900.0)
     async with running(config, max_retries=0) as (sandbox, client):
         sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="reset", times=1))
@@ -261,7 +241,7 @@ def enrollment_tasks() -> list[asyncio.Task[Any]]:
     return [
         task
         for task in asyncio.all_tasks()
-        if getattr(task.get_coro(), "__qualname__", "").startswith("_Job.")
+        if getattr(task.get_coro(), "__qualname__", "").startswith("_Pipeline.")
     ]
 
 
@@ -272,7 +252,7 @@ async def test_closing_after_the_first_outcome_stops_every_task_and_keeps_the_ch
     # Batch-creates are slow, so when the first 100 records' reply comes, the other 50 are
     # tokenized and wait in the next batch, whose input has not ended; the reply that hands out
     # the first outcome also wakes the batcher, just before closing cancels it.
-    checkpoint = DictCheckpoint()
+    checkpoint = ll.MemoryCheckpoint()
     loop_errors: list[str] = []
     loop = asyncio.get_running_loop()
     handler = loop.get_exception_handler()
@@ -296,19 +276,18 @@ async def test_closing_after_the_first_outcome_stops_every_task_and_keeps_the_ch
             assert loop_errors == []
             assert [str(warning.message) for warning in recwarn] == []
 
-            # Every record was checkpointed before its batch was sent: the rerun replays the
-            # 99 created records whose outcomes were never handed out, and sends the other 50.
+            # Each outcome was recorded before it was handed out, and every other record before
+            # its batch was sent: the rerun skips the 100 created, and sends the other 50 with
+            # the enrol tokens they already have.
             assert first.status == "created"
-            assert checkpoint.saved[first.key].idempotency_key == first.idempotency_key
-            assert len(checkpoint.saved) == 150
             assert len(sandbox.passes()) == 100
-            checkpoint.record([first])
+            progress = [checkpoint.progress_of(f"ref-{i}") for i in range(150)]
+            assert Counter(p.step for p in progress if p is not None) == {"done": 100, "send": 50}
             rerun = await collect(
                 client, rows(150), job_id="j", checkpoint=checkpoint, concurrency=concurrency
             )
             assert Counter((o.status, o.replayed) for o in rerun) == {
-                ("skipped", False): 1,
-                ("created", True): 99,
+                ("skipped", False): 100,
                 ("created", False): 50,
             }
             references = sorted(p["reference"] for p in sandbox.passes())
@@ -319,20 +298,16 @@ async def test_closing_after_the_first_outcome_stops_every_task_and_keeps_the_ch
 
 
 async def test_a_batch_that_cannot_be_built_fails_its_records_instead_of_losing_them() -> None:
-    checkpoint = DictCheckpoint()
-    checkpoint.saved["ref-0"] = ll.PendingEnrollment(
-        key="ref-0",
-        idempotency_key="enr_hand_edited",
-        enrol_token="",
-        token_expires_at=dt.datetime.now(dt.UTC),
-    )
+    records = [ll.EnrollRecord.from_row(row) for row in rows(3)]
+    too_much = {f"k{i}": "v" for i in range(21)}
+    records[0] = attrs.evolve(records[0], metadata=too_much)
     async with running(SandboxConfig(rate_key="off")) as (_, client):
-        outcomes = await collect(client, rows(3), job_id="j", checkpoint=checkpoint)
+        outcomes = await collect(client, records, job_id="j")
         by_key = {o.key: o for o in outcomes}
         assert set(by_key) == {"ref-0", "ref-1", "ref-2"}
         assert by_key["ref-0"].status == "failed"
         assert isinstance(by_key["ref-0"].error, ll.ValidationError)
-        assert by_key["ref-0"].error.errors == {"enrol_token": "must be 1 to 256 characters"}
+        assert set(by_key["ref-0"].error.errors) == {"metadata"}
         assert (by_key["ref-1"].status, by_key["ref-2"].status) == ("created", "created")
 
 
@@ -400,3 +375,211 @@ async def aenumerate(items: AsyncIterator[ll.EnrollOutcome]) -> AsyncIterator[tu
     async for item in items:
         yield count, item
         count += 1
+
+
+# --- an error that is no one record's stops the job, loudly and promptly ---------------------
+
+
+class FullDisk(ll.MemoryCheckpoint):
+    """A checkpoint with room for ``room`` more rows, then the disk is full."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.failed_at: float | None = None
+
+    async def record(self, outcome: ll.EnrollOutcome, progress: ll.EnrollProgress) -> None:
+        if self.room == 0:
+            self.failed_at = asyncio.get_running_loop().time()
+            raise OSError(errno.ENOSPC, "No space left on device", "progress.db")
+        self.room -= 1
+        await super().record(outcome, progress)
+
+
+async def test_a_checkpoint_that_cannot_write_stops_the_job_within_a_second() -> None:
+    checkpoint = FullDisk(room=150)
+    async with running(SandboxConfig(rate_key="off"), rate_limit=None) as (sandbox, client):
+        seen: list[ll.EnrollOutcome] = []
+
+        async def consume() -> None:
+            async for outcome in client.enroll(
+                rows(300), plan_id="pp-gold", job_id="j", checkpoint=checkpoint
+            ):
+                seen.append(outcome)
+
+        async with asyncio.timeout(10.0):
+            with pytest.raises(ll.EnrollmentError) as caught:
+                await consume()
+        stopped_at = asyncio.get_running_loop().time()
+        assert checkpoint.failed_at is not None
+        assert stopped_at - checkpoint.failed_at < 1.0
+        cause = caught.value.__cause__
+        assert isinstance(cause, OSError)
+        assert (cause.errno, cause.filename) == (errno.ENOSPC, "progress.db")
+        assert str(caught.value).startswith("the enrollment job stopped: OSError: ")
+        gc.collect()
+        assert enrollment_tasks() == []
+        # What was handed out was recorded first; freed, the rerun makes no second pass.
+        assert all(checkpoint.progress_of(o.key) is not None for o in seen)
+        checkpoint.room = 10_000
+        rerun = await collect(client, rows(300), job_id="j", checkpoint=checkpoint)
+        assert {o.status for o in rerun} <= {"skipped", "created"}
+        references = sorted(p["reference"] for p in sandbox.passes())
+        assert references == sorted(f"ref-{i}" for i in range(300))
+
+
+async def test_a_failing_record_source_stops_the_job_with_its_error() -> None:
+    def source() -> Iterator[dict[str, str]]:
+        yield from rows(120)
+        raise KeyError("the export broke")
+
+    async with running(SandboxConfig(rate_key="off"), rate_limit=None) as (_, client):
+        async with asyncio.timeout(1.0):
+            with pytest.raises(ll.EnrollmentError) as caught:
+                await collect(client, source(), job_id="j")
+        assert isinstance(caught.value.__cause__, KeyError)
+        gc.collect()
+        assert enrollment_tasks() == []
+
+
+class Recalls(ll.EnrollCheckpoint):
+    """A user's checkpoint that hands back whatever ``answer`` makes of a key."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    async def recall(self, key: str) -> ll.EnrollProgress | None:
+        return self.answer(key)  # type: ignore[no-any-return]
+
+    async def record(self, outcome: ll.EnrollOutcome, progress: ll.EnrollProgress) -> None:
+        return None
+
+
+def naive_progress(key: str) -> ll.EnrollProgress:
+    return ll.EnrollProgress(
+        key=key,
+        step="send",
+        idempotency_key=ll._enroll_models.enrollment_key("j", "pp-gold", key),
+        enrol_token="etk_1",
+        token_expires_at=dt.datetime(2026, 12, 2, 7, 24, 10),
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "cause", "message"),
+    [
+        (naive_progress, ll.ValidationError, "token_expires_at: must have a UTC offset"),
+        (lambda key: {"step": "done"}, TypeError, "must return that key's EnrollProgress"),
+        (
+            lambda key: ll.EnrollProgress(key="other", step="done"),
+            TypeError,
+            "must return that key's EnrollProgress",
+        ),
+    ],
+)
+async def test_a_checkpoint_that_recalls_nonsense_stops_the_job_before_sending(
+    answer: Any, cause: type[Exception], message: str
+) -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        async with asyncio.timeout(1.0):
+            with pytest.raises(ll.EnrollmentError) as caught:
+                await collect(client, rows(5), job_id="j", checkpoint=Recalls(answer))
+        assert isinstance(caught.value.__cause__, cause)
+        assert message in str(caught.value)
+        assert [e.path for e in sandbox.journal()] == []
+
+
+async def test_an_unexpected_error_inside_the_engine_reaches_the_consumer() -> None:
+    class Broken(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:
+            raise RuntimeError("a bug")
+
+    async with running(SandboxConfig(rate_key="off")) as (_, client):
+        async with asyncio.timeout(1.0):
+            with pytest.raises(ll.EnrollmentError) as caught:
+                await collect(client, [*rows(2), Broken()], job_id="j")
+        assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+# --- records refused before any request --------------------------------------------------------
+
+
+async def test_duplicate_records_are_reported_as_duplicates_of_the_earlier_index() -> None:
+    records = [*rows(3), rows(1)[0] | {"email": "other@example.com"}, *rows(1, 3)]
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        outcomes = {o.index: o for o in await collect(client, records, job_id="j")}
+        duplicate = outcomes[3]
+        assert duplicate.status == "failed"
+        assert isinstance(duplicate.error, ll.DuplicateRecordError)
+        assert duplicate.error.first_index == 0
+        assert duplicate.error.errors == {"key": "duplicates the record at index 0"}
+        assert duplicate.key == "ref-0"
+        assert not any(isinstance(o.error, ll.IdempotencyKeyReusedError) for o in outcomes.values())
+        assert sorted(p["reference"] for p in sandbox.passes()) == [f"ref-{i}" for i in range(4)]
+        assert len(paths(sandbox.journal(), "/v1/card/tokenize")) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "errors"),
+    [
+        ({"first_name": "Gr\x00ace"}, {"first_name": "must not contain control characters"}),
+        ({"email": "a@example.com\r\nBcc: x"}, {"email": "must not contain control characters"}),
+        (
+            {"reference": "4242 4242 4242 4242"},
+            {"reference": "looks like a card number: give the record another reference"},
+        ),
+    ],
+)
+async def test_bad_fields_are_refused_before_any_request(
+    change: dict[str, str], errors: dict[str, str]
+) -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        [outcome] = await collect(client, [rows(1)[0] | change], job_id="j")
+        assert isinstance(outcome.error, ll.ValidationError)
+        assert outcome.error.errors == errors
+        assert "4242 4242" not in outcome.key
+        assert sandbox.journal() == []
+
+
+def test_a_record_keyed_by_a_card_number_is_refused() -> None:
+    record = ll.EnrollRecord.from_row(rows(1)[0])
+    with pytest.raises(ll.ValidationError) as caught:
+        attrs.evolve(record, key="4242424242424242", reference="4242424242424242")
+    assert caught.value.errors == {
+        "key": "looks like a card number: keys are written in clear",
+        "reference": "looks like a card number: give the record another reference",
+    }
+
+
+# --- the rules every checkpoint follows -------------------------------------------------------
+
+
+async def test_a_lost_checkpoint_with_the_same_job_id_ends_as_created_earlier() -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        await collect(client, rows(5), job_id="j", checkpoint=ll.MemoryCheckpoint())
+        lost = ll.MemoryCheckpoint()
+        again = await collect(client, rows(6), job_id="j", checkpoint=lost)
+        assert Counter(o.status for o in again) == {"created_earlier": 5, "created": 1}
+        assert all(o.pass_ is None for o in again if o.status == "created_earlier")
+        assert {lost.progress_of(f"ref-{i}").step for i in range(6)} == {"done"}  # type: ignore[union-attr]
+        assert len(sandbox.passes()) == 6
+
+
+async def test_a_refused_create_goes_under_the_next_key_with_the_same_token() -> None:
+    checkpoint = ll.MemoryCheckpoint()
+    refusal = {"error": "invalid_request", "error_description": "Try again", "fields": {}}
+    async with running(SandboxConfig(rate_key="off"), max_retries=0) as (sandbox, client):
+        sandbox.add_fault(
+            Fault(route="/v1/pass/batch-create", kind="status", status=400, body=refusal, times=1)
+        )
+        first = await collect(client, rows(3), job_id="j", checkpoint=checkpoint)
+        assert {type(o.error) for o in first} == {ll.BadRequestError}
+        for outcome in first:
+            progress = checkpoint.progress_of(outcome.key)
+            assert progress is not None
+            assert progress.step == "send"
+            assert progress.idempotency_key == f"{outcome.idempotency_key}.2"
+        second = await collect(client, rows(3), job_id="j", checkpoint=checkpoint)
+        assert {(o.status, (o.idempotency_key or "")[-2:]) for o in second} == {("created", ".2")}
+        assert len(paths(sandbox.journal(), "/v1/card/tokenize")) == 3
+        assert len(sandbox.passes()) == 3

@@ -24,15 +24,14 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def test_legacy_sync_script_enrolls_the_demo_file() -> None:
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "examples/legacy_sync.py", "--sandbox"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=50, check=False
     )
+
+
+def test_legacy_sync_script_enrolls_the_demo_file() -> None:
+    result = run_example("-X", "dev", "-W", "error", "examples/legacy_sync.py", "--sandbox")
     assert (result.returncode, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
     assert lines[0].startswith("one eSIM pass: pss_")
@@ -66,3 +65,44 @@ async def test_aiohttp_app_creates_and_reads_a_pass() -> None:
         bad = await http.post("/passes", json=body | {"card_number": "4111111111111112"})
         assert bad.status == 400
         assert await bad.json() == {"errors": {"card_number": "fails the Luhn check"}}
+
+
+def test_sqlite_checkpoint_script_resumes_from_its_database(tmp_path: Path) -> None:
+    database = tmp_path / "progress.db"
+    result = run_example("examples/sqlite_checkpoint.py", str(database), "--sandbox")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "first run: created 47, failed 3",
+        "rerun: failed 3, skipped 47",
+    ]
+
+
+async def test_sqlite_checkpoint_survives_a_crash_mid_job(tmp_path: Path) -> None:
+    import loyaltylayer as ll
+    from loyaltylayer.sandbox import Fault, Sandbox, SandboxConfig
+
+    example = load("sqlite_checkpoint")
+    database = tmp_path / "progress.db"
+    async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
+        client = ll.AsyncLoyaltyLayer(
+            "sandbox-client", "sandbox-secret", sandbox.base_url, max_retries=0
+        )
+        async with client:
+            # The batch's reply is lost after the server made its passes; the job ends there,
+            # as one killed before its retry would.
+            sandbox.add_fault(Fault(route="/v1/pass/batch-create", kind="commit_then_drop"))
+            crashed = example.SqliteCheckpoint(database)
+            assert await example.enroll_file(client, crashed, "job-1") == {"failed": 50}
+            crashed.close()
+            sandbox.clear_faults()
+            made = len(sandbox.passes())
+
+            resumed = example.SqliteCheckpoint(database)
+            counts = await example.enroll_file(client, resumed, "job-1")
+            recalled = await resumed.recall("CUST-1001")
+            resumed.close()
+
+    assert made == 47
+    assert counts == {"created": 47, "failed": 3}  # replayed by the server, not made again
+    assert recalled == ll.EnrollProgress(key="CUST-1001", step="done")
+    assert len(sandbox.passes()) == 47

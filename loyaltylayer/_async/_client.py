@@ -19,7 +19,7 @@ from .._config import (
     check_url,
     env,
 )
-from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord, MemoryCheckpoint
+from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
 from .._errors import ConfigurationError, ValidationError
 from .._logging import configure_from_env
 from .._models import check_id
@@ -162,12 +162,15 @@ class AsyncLoyaltyLayer:
 
         Yields one outcome per record, as it is known (not in input order): ``created`` with
         the pass, ``failed`` with a typed error (``outcome.retryable`` tells a fault from a bad
-        record), or ``skipped`` when ``checkpoint`` says an earlier run created it. Rows may be
-        :class:`EnrollRecord` or flat mappings of the CLI's columns; a bad row fails with a
-        :class:`ValidationError` and costs no request.
+        record), ``skipped`` when ``checkpoint`` says an earlier run created it, or
+        ``created_earlier`` when the server says so. Rows may be :class:`EnrollRecord` or flat
+        mappings of the CLI's columns; a bad row fails with a :class:`ValidationError`, and a
+        row with the key of an earlier one with a :class:`DuplicateRecordError`, at no request.
 
         Give the same ``job_id`` and a persistent ``checkpoint`` to every run of one job: each
         record's create then carries the same idempotency key and is replayed, never repeated.
+        An error that is no one record's (the checkpoint, ``records``) stops the job with an
+        :class:`EnrollmentError` once the outcomes already recorded are handed out.
         ``concurrency`` is the number of cards tokenized at once; ``max_wait`` is how long an
         enrol token may wait for its batch to fill.
 
@@ -192,7 +195,7 @@ class AsyncLoyaltyLayer:
             records,
             plan_id=plan_id,
             job_id=job_id or f"job_{uuid.uuid4().hex}",
-            checkpoint=checkpoint or MemoryCheckpoint(),
+            checkpoint=checkpoint,
             concurrency=concurrency,
             max_wait=float(max_wait),
             rate=self._transport.limiter.config,

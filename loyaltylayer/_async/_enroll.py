@@ -1,11 +1,18 @@
 """The batch enrollment engine behind ``client.enroll()``.
 
 Records stream through three stages joined by bounded queues, so memory stays flat however long
-the input is: a reader (validate locally, skip what an earlier run finished), tokenizers (one
-request per card: the real bottleneck), and a batcher that packs enrol tokens into full
-batch-create chunks as they arrive. Each record's create carries a deterministic idempotency
-key, and is saved to the checkpoint before it is sent, so a rerun after a crash replays it
-instead of making a second pass.
+the input is: a reader (validate locally, refuse duplicates, ask the checkpoint where each
+record stands), tokenizers (one request per card: the real bottleneck), and a batcher that packs
+enrol tokens into full batch-create chunks as they arrive. Each record's create carries a
+deterministic idempotency key and is recorded in the checkpoint before it is sent, so a rerun
+after a crash replays it instead of making a second pass. What a rerun does with each record
+is decided here, from what happened to it, and handed to the checkpoint as an
+:class:`EnrollProgress`: every checkpoint (in memory, the CLI's file, a user's database) follows
+the same rules because it only stores them.
+
+An error that is no one record's (the checkpoint, the record source, a bug) stops the job: the
+stages are cancelled, the outcomes already recorded are handed out, then the consumer gets an
+:class:`EnrollmentError` with the error as its cause.
 """
 
 from __future__ import annotations
@@ -15,22 +22,34 @@ import contextlib
 import datetime as dt
 import math
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
+from .._cardmath import mask_card
 from .._enroll_models import (
     EnrollCheckpoint,
     EnrollOutcome,
+    EnrollProgress,
     EnrollRecord,
-    PendingEnrollment,
+    Status,
     enrollment_key,
     next_enrollment_key,
     record_key,
 )
-from .._errors import BadRequestError, LoyaltyLayerError, ValidationError
+from .._errors import (
+    APIStatusError,
+    BadRequestError,
+    DuplicateRecordError,
+    EnrollmentError,
+    IdempotencyKeyReusedError,
+    LoyaltyLayerError,
+    ValidationError,
+)
 from .._models import PassRequest
 from .._ratelimit import RateLimit
 from .._rules import MAX_BATCH
+from .._seen import SeenKeys
 from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["run_enrollment"]
@@ -96,6 +115,34 @@ class _Ramp:
                     await self._lifted.wait()
 
 
+class _Outcomes:
+    """The bounded hand-over of outcomes to the consumer, which ends however the pipeline ends.
+
+    The end is marked from the pipeline task's done callback, so neither a failed stage nor a
+    cancellation can leave the consumer waiting on an empty queue.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._queue: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(size)
+        self._ended = False
+
+    async def put(self, outcome: EnrollOutcome) -> None:
+        await self._queue.put(outcome)
+
+    def end(self) -> None:
+        self._ended = True
+        # A full queue needs no marker: the consumer is not waiting, and checks the end flag
+        # once it has emptied the queue.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    async def get(self) -> EnrollOutcome | None:
+        """The next outcome, or ``None`` once the pipeline has ended and all are handed out."""
+        if self._ended and self._queue.empty():
+            return None
+        return await self._queue.get()
+
+
 @attrs.define(kw_only=True)
 class _Work:
     index: int
@@ -107,7 +154,28 @@ class _Work:
     retokenized: bool = False
 
 
-class _Job:
+def _refused(error: LoyaltyLayerError) -> bool:
+    """The server answered the create with a refusal, so it made no pass under its key."""
+    return (
+        isinstance(error, APIStatusError)
+        and 400 <= error.status < 500
+        and not error.retryable
+        and not isinstance(error, IdempotencyKeyReusedError)
+    )
+
+
+def _token_was_refused(error: LoyaltyLayerError | None) -> bool:
+    return isinstance(error, BadRequestError) and error.error == "invalid_enrol_token"
+
+
+def _masked_card_of(row: object) -> str | None:
+    number = row.get("card_number") if isinstance(row, Mapping) else None
+    return mask_card(number) if isinstance(number, str) and number.strip() else None
+
+
+class _Pipeline:
+    """One run of an enrollment job: its stages, the queues between them, and its rules."""
+
     def __init__(
         self,
         cards: AsyncCards,
@@ -115,7 +183,7 @@ class _Job:
         *,
         plan_id: str,
         job_id: str,
-        checkpoint: EnrollCheckpoint,
+        checkpoint: EnrollCheckpoint | None,
         concurrency: int,
         max_wait: float,
         rate: RateLimit | None,
@@ -128,7 +196,8 @@ class _Job:
         self._concurrency = concurrency
         self._max_wait = max_wait
         self._ramp = _Ramp(rate)
-        self.outcomes: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(concurrency + MAX_BATCH)
+        self._seen = SeenKeys()
+        self.outcomes = _Outcomes(concurrency + MAX_BATCH)
         self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(
             max(concurrency, self._ramp.look_ahead)
         )
@@ -148,15 +217,13 @@ class _Job:
                 for _ in range(self._concurrency):
                     group.create_task(self._tokenizer())
                 group.create_task(self._batcher(group))
-        finally:
-            current = asyncio.current_task()
-            if current is None or not current.cancelling():
-                # The consumer is still reading (normal end or an error to re-raise); when the
-                # job is cancelled, it is the consumer that cancelled it and nobody reads.
-                await self.outcomes.put(None)
-
-    async def _emit(self, outcome: EnrollOutcome) -> None:
-        await self.outcomes.put(outcome)
+        except BaseExceptionGroup as failure:
+            # The first stage to fail has the cause; any other that failed before it could be
+            # cancelled mostly met the same one.
+            cause = failure.exceptions[0]
+            raise EnrollmentError(
+                f"the enrollment job stopped: {type(cause).__name__}: {cause}"
+            ) from cause
 
     def _changed(self) -> None:
         self._ready.put_nowait(_WAKE)
@@ -181,44 +248,121 @@ class _Job:
             await self._to_tokenize.put(None)
         self._changed()
 
-    async def _admit(self, index: int, raw: EnrollRecord | Mapping[str, str]) -> None:
+    async def _admit(self, index: int, raw: object) -> None:
         if isinstance(raw, EnrollRecord):
             record = raw
         else:
             try:
-                record = EnrollRecord.from_row(raw)
+                record = EnrollRecord.from_row(raw)  # type: ignore[arg-type]
             except ValidationError as error:
-                key = record_key(raw)
-                number = raw.get("card_number") or ""
-                card = f"**** {number[-4:]}" if len(number) >= 4 else None
-                await self._emit(
-                    EnrollOutcome(index=index, key=key, status="failed", error=error, card=card)
+                key = record_key(raw) if isinstance(raw, Mapping) else f"index-{index}"
+                self._seen.first_seen(key, index)
+                await self.outcomes.put(
+                    EnrollOutcome(
+                        index=index,
+                        key=key,
+                        status="failed",
+                        error=error,
+                        card=_masked_card_of(raw),
+                    )
                 )
                 return
-        if self._checkpoint.is_done(record.key):
-            await self._emit(
+        first = self._seen.first_seen(record.key, index)
+        if first != index:
+            await self.outcomes.put(
+                EnrollOutcome(
+                    index=index,
+                    key=record.key,
+                    status="failed",
+                    error=DuplicateRecordError(first_index=first),
+                    card=record.card.masked,
+                )
+            )
+            return
+        progress = await self._recall(record.key)
+        if progress is not None and progress.step == "done":
+            await self.outcomes.put(
                 EnrollOutcome(
                     index=index, key=record.key, status="skipped", card=record.card.masked
                 )
             )
             return
-        pending = self._checkpoint.pending(record.key)
-        if pending is not None:
+        if progress is not None and progress.step == "send":
+            assert progress.idempotency_key is not None
             work = _Work(
                 index=index,
                 record=record,
-                idempotency_key=pending.idempotency_key,
-                enrol_token=pending.enrol_token,
-                token_expires_at=pending.token_expires_at,
+                idempotency_key=progress.idempotency_key,
+                enrol_token=progress.enrol_token,
+                token_expires_at=progress.token_expires_at,
             )
             self._resent_total += 1
             await self._room.acquire()
             self._ready.put_nowait(work)
             return
+        if progress is None:
+            key = enrollment_key(self._job_id, self._plan_id, record.key)
+        else:
+            assert progress.idempotency_key is not None
+            key = progress.idempotency_key
         self._upstream += 1
         self._to_tokenize_total += 1
-        key = enrollment_key(self._job_id, self._plan_id, record.key)
         await self._to_tokenize.put(_Work(index=index, record=record, idempotency_key=key))
+
+    async def _recall(self, key: str) -> EnrollProgress | None:
+        if self._checkpoint is None:
+            return None
+        progress = await self._checkpoint.recall(key)
+        if progress is not None and (
+            not isinstance(progress, EnrollProgress) or progress.key != key
+        ):
+            raise TypeError("checkpoint.recall(key) must return that key's EnrollProgress, or None")
+        return progress
+
+    def _outcome(self, work: _Work, status: Status, **details: Any) -> EnrollOutcome:
+        return EnrollOutcome(
+            index=work.index,
+            key=work.record.key,
+            status=status,
+            idempotency_key=work.idempotency_key,
+            card=work.record.card.masked,
+            attempts=work.attempts,
+            **details,
+        )
+
+    async def _finish(
+        self, work: _Work, status: Status, progress: EnrollProgress | None, **details: Any
+    ) -> None:
+        """Record the record's outcome (``None``: it is done), then hand it out."""
+        outcome = self._outcome(work, status, **details)
+        if self._checkpoint is not None:
+            if progress is None:
+                progress = EnrollProgress(key=work.record.key, step="done")
+            await self._checkpoint.record(outcome, progress)
+        await self.outcomes.put(outcome)
+
+    def _to_send(self, work: _Work, idempotency_key: str) -> EnrollProgress:
+        return EnrollProgress(
+            key=work.record.key,
+            step="send",
+            idempotency_key=idempotency_key,
+            enrol_token=work.enrol_token,
+            token_expires_at=work.token_expires_at,
+        )
+
+    def _after_failure(self, work: _Work, error: LoyaltyLayerError) -> EnrollProgress:
+        """Where a failed record stands, so that no rerun can make it a second pass."""
+        key = work.record.key
+        if work.enrol_token is None:  # it failed before its create: nothing used the key
+            return EnrollProgress(key=key, step="tokenize", idempotency_key=work.idempotency_key)
+        if not _refused(error):  # the server may have made the pass: ask again exactly
+            return self._to_send(work, work.idempotency_key)
+        # The server made no pass under this key; the create goes under the next one, with a
+        # fresh token if the token was what it refused (else the row may have been fixed since).
+        next_key = next_enrollment_key(work.idempotency_key)
+        if _token_was_refused(error):
+            return EnrollProgress(key=key, step="tokenize", idempotency_key=next_key)
+        return self._to_send(work, next_key)
 
     async def _tokenizer(self) -> None:
         while (work := await self._to_tokenize.get()) is not None:
@@ -239,29 +383,14 @@ class _Job:
         work.attempts += 1
         work.enrol_token = token.enrol_token
         work.token_expires_at = token.expires_at
-        await self._checkpoint.save_pending(
-            PendingEnrollment(
-                key=work.record.key,
-                idempotency_key=work.idempotency_key,
-                enrol_token=token.enrol_token,
-                token_expires_at=token.expires_at,
-            )
-        )
+        if self._checkpoint is not None:
+            sending = self._to_send(work, work.idempotency_key)
+            await self._checkpoint.record(self._outcome(work, "pending"), sending)
         await self._room.acquire()
         self._ready.put_nowait(work)
 
     async def _fail(self, work: _Work, error: LoyaltyLayerError) -> None:
-        await self._emit(
-            EnrollOutcome(
-                index=work.index,
-                key=work.record.key,
-                status="failed",
-                error=error,
-                idempotency_key=work.idempotency_key,
-                card=work.record.card.masked,
-                attempts=work.attempts,
-            )
-        )
+        await self._finish(work, "failed", self._after_failure(work, error), error=error)
 
     async def _batcher(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
@@ -307,34 +436,27 @@ class _Job:
             for work in batch:
                 try:
                     requests.append(self._request_for(work))
-                except ValidationError as error:  # a hand-edited checkpoint row
+                except ValidationError as error:  # e.g. metadata of a record made in code
                     await self._fail(work, error)
                 else:
                     sendable.append(work)
             if not requests:
                 return
             result = await self._passes.batch_create(requests)
-            batch = sendable
-            for work, item in zip(batch, result.items, strict=True):
+            for work, item in zip(sendable, result.items, strict=True):
                 work.attempts += 1
                 if item.pass_ is not None:
-                    await self._emit(
-                        EnrollOutcome(
-                            index=work.index,
-                            key=work.record.key,
-                            status="created",
-                            pass_=item.pass_,
-                            idempotency_key=work.idempotency_key,
-                            card=work.record.card.masked,
-                            attempts=work.attempts,
-                            replayed=item.replayed,
-                        )
+                    await self._finish(
+                        work, "created", None, pass_=item.pass_, replayed=item.replayed
                     )
-                elif self._token_was_refused(item.error) and not work.retokenized:
-                    # The server stored a refusal under this key, so it made no pass with it:
-                    # a fresh token under the next key cannot duplicate anything.
+                elif isinstance(item.error, IdempotencyKeyReusedError):
+                    # The key is this job's and this record's, and the server holds a create
+                    # under it with another token: an earlier run made the pass.
+                    await self._finish(work, "created_earlier", None)
+                elif _token_was_refused(item.error) and not work.retokenized:
                     work.retokenized = True
                     work.idempotency_key = next_enrollment_key(work.idempotency_key)
+                    work.enrol_token = work.token_expires_at = None
                     self._upstream += 1
                     group.create_task(self._to_tokenize_again(work))
                 else:
@@ -355,10 +477,6 @@ class _Job:
             idempotency_key=work.idempotency_key,
         )
 
-    @staticmethod
-    def _token_was_refused(error: LoyaltyLayerError | None) -> bool:
-        return isinstance(error, BadRequestError) and error.error == "invalid_enrol_token"
-
     async def _to_tokenize_again(self, work: _Work) -> None:
         try:
             await self._tokenize(work)
@@ -374,13 +492,13 @@ async def run_enrollment(
     *,
     plan_id: str,
     job_id: str,
-    checkpoint: EnrollCheckpoint,
+    checkpoint: EnrollCheckpoint | None,
     concurrency: int,
     max_wait: float,
     rate: RateLimit | None,
 ) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
-    job = _Job(
+    pipeline = _Pipeline(
         cards,
         passes,
         plan_id=plan_id,
@@ -390,9 +508,10 @@ async def run_enrollment(
         max_wait=max_wait,
         rate=rate,
     )
-    runner = asyncio.create_task(job.run(records))
+    runner = asyncio.create_task(pipeline.run(records))
+    runner.add_done_callback(lambda _: pipeline.outcomes.end())
     try:
-        while (outcome := await job.outcomes.get()) is not None:
+        while (outcome := await pipeline.outcomes.get()) is not None:
             yield outcome
         await runner
     finally:

@@ -112,12 +112,15 @@ class LoyaltyLayer:
 
         Yields one outcome per record, as it is known (not in input order): ``created`` with
         the pass, ``failed`` with a typed error (``outcome.retryable`` tells a fault from a bad
-        record), or ``skipped`` when ``checkpoint`` says an earlier run created it. Rows may be
-        :class:`EnrollRecord` or flat mappings of the CLI's columns; a bad row fails with a
-        :class:`ValidationError` and costs no request.
+        record), ``skipped`` when ``checkpoint`` says an earlier run created it, or
+        ``created_earlier`` when the server says so. Rows may be :class:`EnrollRecord` or flat
+        mappings of the CLI's columns; a bad row fails with a :class:`ValidationError`, and a
+        row with the key of an earlier one with a :class:`DuplicateRecordError`, at no request.
 
         Give the same ``job_id`` and a persistent ``checkpoint`` to every run of one job: each
         record's create then carries the same idempotency key and is replayed, never repeated.
+        An error that is no one record's (the checkpoint, ``records``) stops the job with an
+        :class:`EnrollmentError` once the outcomes already recorded are handed out.
         ``concurrency`` is the number of cards tokenized at once; ``max_wait`` is how long an
         enrol token may wait for its batch to fill.
 

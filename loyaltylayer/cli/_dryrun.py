@@ -24,13 +24,14 @@ def print_dry_run(
 
     invalid = done = resent = 0
     for row in source.rows():
+        progress = results.progress_of(row.key) if row.record is not None else None
         if row.record is None:
             invalid += 1
             if invalid <= _SHOWN_ERRORS:
                 say(f"line {row.line}: {describe_errors(row.errors)}")
-        elif results.is_done(row.key):
+        elif progress is not None and progress.step == "done":
             done += 1
-        elif results.pending(row.key) is not None:
+        elif progress is not None and progress.step == "send":
             resent += 1
     if invalid > _SHOWN_ERRORS:
         say(f"... and {invalid - _SHOWN_ERRORS} more invalid rows")

@@ -1,48 +1,53 @@
 """``loyaltylayer enroll``: a file of cardholders in, one pass each, resumable.
 
-The records stream from the file into ``client.enroll()``; each outcome is written to
-``results.jsonl`` (the checkpoint) as it comes, failures also to ``errors.csv``. Stopping is
-done by no longer feeding records: the engine then finishes what it has in flight, so a first
-Ctrl-C (or ``--max-errors``) loses nothing and leaves nothing half-sent.
+The records stream from the file into ``client.enroll()`` with the results file as its
+checkpoint: the engine records each step there before it goes on, and the command writes the
+failures to ``errors.csv`` as they come. Stopping is done by no longer feeding records: the
+engine then finishes what it has in flight, so a first Ctrl-C (or ``--max-errors``) loses
+nothing and leaves nothing half-sent. An error that is no record's (a file that cannot be
+written) stops the job at once, with exit code 4: what was recorded makes the rerun safe.
+
+A job is known by its id, kept in the results file: a rerun resumes it wherever the input has
+moved. Starting over (``--restart``) keeps the old results file under another name and asks
+first, since the records the old job created get a second pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 import signal
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
 import click
 from rich.console import Console
 
+from .._cardmath import mask_card
 from .._enroll_models import EnrollOutcome, EnrollRecord
-from .._errors import AuthenticationError
+from .._errors import AuthenticationError, EnrollmentError
 from .._ratelimit import RateLimit
-from ._connect import Target, check_credentials, connect
+from ._connect import SANDBOX_ENVIRONMENT, Target, check_credentials, connect
 from ._dryrun import print_dry_run
+from ._errors_file import ErrorsFile
 from ._exit import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    JobStopped,
     UsageProblem,
 )
+from ._files import same_file
 from ._input import CheckedRow, InputError, InputFile, parse_mapping
 from ._progress import JobProgress, Tally
-from ._results import (
-    ErrorsFile,
-    ResultsError,
-    ResultsFile,
-    describe_error,
-    describe_errors,
-    mask_card,
-)
+from ._results import ResultsError, ResultsFile, describe_error, describe_errors
 from ._summary import print_summary
 
 __all__ = ["enroll_command"]
@@ -58,8 +63,8 @@ class _Options:
     resume: str
 
 
-class _Job:
-    """One run of the job: feeds the engine, records its outcomes, stops when asked."""
+class _FileJob:
+    """One run of ``enroll`` over a file: feeds the engine, reports outcomes, stops when asked."""
 
     def __init__(
         self,
@@ -91,16 +96,16 @@ class _Job:
     def _open_files(self) -> None:
         source = self._source
         try:
-            self._results.open()
+            self._results.open(line_of=lambda index: self._in_flight[index][0])
             self._errors = ErrorsFile(
                 self._errors_path,
-                source.columns,
+                source.echoed_columns,
                 card=source.by_field["card_number"],
                 cvv=source.by_field["cvv"],
             )
         except OSError as error:
             self._results.close()
-            raise UsageProblem(f"cannot write {error.filename}: {error.strerror}") from None
+            raise JobStopped(_cannot_write(error)) from None
 
     def _note(self, message: str) -> None:
         if self._progress is not None:
@@ -108,7 +113,7 @@ class _Job:
 
     async def run(self, target: Target) -> int:
         started = time.monotonic()
-        requests = 0
+        failure: str | None = None
         async with connect(target, self._console) as connection:
             client = connection.client
             await check_credentials(client)
@@ -135,17 +140,24 @@ class _Job:
                             )
                             await asyncio.wait({worker}, timeout=_TICK)
                         progress.refresh(attempts=client.attempts, blocked_for=0.0)
-                    with contextlib.suppress(asyncio.CancelledError):
+                    try:
                         await worker
+                    except asyncio.CancelledError:
+                        pass
+                    except EnrollmentError as error:
+                        failure = _stop_reason(error)
+                    except OSError as error:
+                        failure = _cannot_write(error)
             finally:
                 self._results.close()
                 self._errors.close()
                 requests = client.attempts
         left = self._tally.total - self._tally.done
-        resume = self._options.resume if left or self._tally.retryable else None
+        resume = self._options.resume if left or self._tally.retryable or failure else None
         print_summary(
             self._console,
             self._tally,
+            job_id=self._results.job.job_id,
             requests=requests,
             seconds=time.monotonic() - started,
             results=str(self._results.path),
@@ -153,6 +165,8 @@ class _Job:
             stopped=self.stopped,
             resume=resume,
         )
+        if failure is not None:
+            raise JobStopped(failure)
         if self.interrupted:
             return EXIT_INTERRUPTED
         if self.refused:
@@ -219,14 +233,17 @@ class _Job:
         self._failed()
 
     def _record(self, outcome: EnrollOutcome) -> None:
+        """Count an outcome and report a failure (the engine put it in the results file)."""
         line, masked = self._in_flight.pop(outcome.index)
         if outcome.status == "skipped":
             self._tally.skipped += 1
             return
-        self._results.write_outcome(outcome, line=line)
         if outcome.status == "created":
             self._tally.created += 1
             self._tally.replayed += outcome.replayed
+            return
+        if outcome.status == "created_earlier":
+            self._tally.created_earlier += 1
             return
         assert outcome.error is not None
         self._errors.write(line=line, reason=describe_error(outcome.error), masked=masked)
@@ -244,8 +261,118 @@ class _Job:
             self.stop(f"{self._tally.failed} records failed (--max-errors {limit})")
 
 
-def _resume_command(argv: Sequence[str]) -> str:
-    return shlex.join(["loyaltylayer", "enroll", *argv])
+def _cannot_write(error: OSError) -> str:
+    return f"cannot write {error.filename}: {error.strerror}"
+
+
+def _stop_reason(error: EnrollmentError) -> str:
+    """One line on why the job stopped: the file that cannot be written, else the error."""
+    cause = error.__cause__
+    if isinstance(cause, OSError) and cause.filename is not None:
+        return _cannot_write(cause)
+    return str(error)
+
+
+_NOT_IN_RESUME = frozenset({"dry_run", "restart", "yes", "redis_url"})
+"""Options the resume command leaves out: one-time choices, and a URL that may hold a password
+(a rerun reads it from the environment again)."""
+
+
+def _resume_command(ctx: click.Context, **effective: object) -> str:
+    """The command that resumes this run, from click's own parameters and their values.
+
+    ``effective`` overrides what the run worked out itself (the job id, the errors file).
+    """
+    argv = ["loyaltylayer", ctx.info_name or "enroll"]
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in _NOT_IN_RESUME:
+            continue
+        value = effective.get(name, ctx.params.get(name))
+        if not isinstance(param, click.Option):
+            argv.append(str(value))
+        elif value is None or value is False:
+            continue
+        elif param.is_flag:
+            argv.append(param.opts[0])
+        elif param.multiple:
+            for item in value:  # type: ignore[attr-defined]
+                argv += [param.opts[0], str(item)]
+        else:
+            argv += [param.opts[0], str(value)]
+    return shlex.join(argv)
+
+
+_ERRORS_FILE = Path("errors.csv")
+_ERRORS_FILE_OF_ERRORS = Path("errors.retry.csv")
+
+
+def _default_errors_path(input_path: Path) -> Path:
+    """``errors.csv``, unless that is the input (a fixed errors file fed back)."""
+    if same_file(_ERRORS_FILE, input_path):
+        return _ERRORS_FILE_OF_ERRORS
+    return _ERRORS_FILE
+
+
+def _refuse_overwrites(input_path: Path, out: Path, errors_path: Path) -> None:
+    """Nothing the job writes may be its input, nor both outputs one file."""
+    for option, path in (("--out", out), ("--errors", errors_path)):
+        if same_file(path, input_path):
+            raise UsageProblem(f"{option} {path} is the input file: give the output another name")
+    if same_file(out, errors_path):
+        raise UsageProblem(f"--out and --errors are the same file ({out})")
+
+
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def _check_job_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and _JOB_ID.fullmatch(value) is None:
+        raise click.BadParameter(
+            "must be 1 to 128 letters, digits and . _ : - (starting with a letter or digit)"
+        )
+    return value
+
+
+def _say_what_happens_to_earlier_results(
+    console: Console, results: ResultsFile, input_path: Path, *, dry_run: bool
+) -> None:
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True, style="yellow")
+
+    if results.moved_from is not None:
+        say(
+            f"Warning: {input_path} is not the input job {results.job.job_id} started with "
+            f"({results.moved_from}); resuming the job by its id, so the records it already "
+            "created are skipped."
+        )
+    start_over = results.start_over
+    if start_over is not None and start_over.reason == "sandbox":
+        kept, starts = ("would be kept", "would start") if dry_run else ("is kept", "starts")
+        say(
+            f"{results.path} was written against an earlier embedded sandbox, whose passes "
+            f"ended with it: it {kept} as {start_over.kept_as}, and job "
+            f"{results.job.job_id} {starts} afresh."
+        )
+
+
+def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_run: bool) -> None:
+    """Starting over makes second passes: say so, and ask unless told yes."""
+    start_over = results.start_over
+    if start_over is None or start_over.reason != "restart":
+        return
+    what = (
+        f"--restart keeps {results.path} as {start_over.kept_as} and starts job "
+        f"{results.job.job_id}: the {start_over.created} records job "
+        f"{start_over.earlier.job_id} created will get a second pass each"
+    )
+    if start_over.created == 0 or yes or dry_run:
+        console.print(what + ".", markup=False, highlight=False, soft_wrap=True, style="yellow")
+        return
+    if not sys.stdin.isatty():
+        raise UsageProblem(f"{what}; add --yes to go ahead")
+    if not click.confirm(f"{what}. Make new passes?", default=False):
+        raise UsageProblem(f"nothing was done; {results.path} is as it was")
 
 
 @click.command("enroll")
@@ -256,15 +383,14 @@ def _resume_command(argv: Sequence[str]) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("results.jsonl"),
     show_default=True,
-    help="Results file, appended per record; a rerun resumes from it.",
+    help="Results file, appended per record: the job's checkpoint. A rerun resumes from it.",
 )
 @click.option(
     "--errors",
     "errors_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("errors.csv"),
-    show_default=True,
-    help="The failed rows (card masked, CVV removed), to fix and feed back.",
+    show_default="errors.csv, or errors.retry.csv when INPUT is errors.csv",
+    help="The failed rows (card masked, CVV removed), to fix and feed back as INPUT.",
 )
 @click.option(
     "--map",
@@ -272,6 +398,15 @@ def _resume_command(argv: Sequence[str]) -> str:
     multiple=True,
     metavar="COLUMN=FIELD",
     help="Read FIELD from the input column COLUMN (repeatable).",
+)
+@click.option(
+    "--job-id",
+    metavar="ID",
+    callback=_check_job_id,
+    help="The job's id, which every create's idempotency key derives from. Give the same id "
+    "to rerun a job whose results file was lost: records it created end as 'created earlier', "
+    "never as second passes.  [default: the results file's; for a new file, one derived from "
+    "the plan, the API and --out]",
 )
 @click.option("--dry-run", is_flag=True, help="Check the file and show the plan; send nothing.")
 @click.option("--sandbox", is_flag=True, help="Run against an embedded local sandbox.")
@@ -308,13 +443,20 @@ def _resume_command(argv: Sequence[str]) -> str:
     type=click.IntRange(min=1),
     help="Stop feeding records after this many failures.",
 )
-@click.option("--restart", is_flag=True, help="Ignore the results file: start a new job.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start a new job: the results file is kept under another name, and the records the "
+    "old job created get a SECOND PASS each. Asks first.",
+)
+@click.option("--yes", is_flag=True, help="Answer yes to the question --restart asks.")
 def enroll_command(
     input_path: Path,
     plan_id: str,
     out: Path,
-    errors_path: Path,
+    errors_path: Path | None,
     mappings: tuple[str, ...],
+    job_id: str | None,
     dry_run: bool,
     sandbox: bool,
     base_url: str | None,
@@ -324,6 +466,7 @@ def enroll_command(
     concurrency: int,
     max_errors: int | None,
     restart: bool,
+    yes: bool,
 ) -> None:
     """Enroll every cardholder in INPUT (CSV with a header row, or JSON lines).
 
@@ -331,10 +474,12 @@ def enroll_command(
     command to resume: records already created are skipped, failed ones are tried again.
 
     Exit codes: 0 all done, 1 some records failed, 2 bad usage or input, 3 credentials or
-    configuration, 130 interrupted.
+    configuration, 4 the job stopped on an error (a file it cannot write), 130 interrupted.
     """
     if sandbox and base_url is not None:
         raise click.UsageError("give --sandbox or --base-url, not both")
+    errors_path = errors_path or _default_errors_path(input_path)
+    _refuse_overwrites(input_path, out, errors_path)
     console = Console(highlight=False)
     try:
         source = InputFile.open(input_path, parse_mapping(mappings))
@@ -355,30 +500,26 @@ def enroll_command(
             plan_id=plan_id,
             input=str(input_path.resolve()),
             environment=target.environment,
+            job_id=job_id,
             restart=restart,
+            forgets=lambda environment: environment == SANDBOX_ENVIRONMENT,
         )
     except ResultsError as error:
         raise UsageProblem(str(error)) from None
     except OSError as error:
         raise UsageProblem(f"cannot read {out}: {error.strerror}") from None
+    _say_what_happens_to_earlier_results(console, results, input_path, dry_run=dry_run)
+    _confirm_restart(console, results, yes=yes, dry_run=dry_run)
     if dry_run:
         invalid = print_dry_run(console, source, results, total=total, rate=target.rate)
         raise SystemExit(EXIT_USAGE if invalid else EXIT_OK)
-    argv = [str(input_path), "--plan-id", plan_id, "--out", str(out), "--errors", str(errors_path)]
-    for mapping in mappings:
-        argv += ["--map", mapping]
-    if sandbox:
-        argv.append("--sandbox")
-    if base_url is not None:
-        argv += ["--base-url", base_url]
-    argv += ["--rate", str(rate), "--per", f"{per:g}", "--concurrency", str(concurrency)]
-    if max_errors is not None:
-        argv += ["--max-errors", str(max_errors)]
     options = _Options(
         plan_id=plan_id,
         concurrency=concurrency,
         max_errors=max_errors,
-        resume=_resume_command(argv),
+        resume=_resume_command(
+            click.get_current_context(), job_id=results.job.job_id, errors_path=errors_path
+        ),
     )
-    job = _Job(console, source, results, errors_path, Tally(total=total), options)
+    job = _FileJob(console, source, results, errors_path, Tally(total=total), options)
     raise SystemExit(asyncio.run(job.run(target)))

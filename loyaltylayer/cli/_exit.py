@@ -14,9 +14,11 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STOPPED",
     "EXIT_USAGE",
     "CliError",
     "ConfigurationProblem",
+    "JobStopped",
     "UsageProblem",
 ]
 
@@ -27,6 +29,8 @@ EXIT_USAGE = 2
 """Bad options or unreadable input: nothing was sent."""
 EXIT_CONFIG = 3
 """Missing or rejected credentials, or a configuration that cannot work."""
+EXIT_STOPPED = 4
+"""The job stopped on an error (a file it cannot write): what was done is saved; fix and rerun."""
 EXIT_INTERRUPTED = 130
 
 
@@ -53,3 +57,9 @@ class ConfigurationProblem(CliError):
     """Missing or rejected credentials, or a configuration that cannot work."""
 
     exit_code = EXIT_CONFIG
+
+
+class JobStopped(CliError):
+    """The job stopped on an error (a file it cannot write): what was done is saved."""
+
+    exit_code = EXIT_STOPPED

@@ -4,6 +4,12 @@ Rows are read one at a time and never kept, so a file of millions of cardholders
 memory as a file of ten. Every problem with a row becomes a per-row error naming the column (or
 the line), never its value; problems with the file as a whole (empty, unreadable, required
 columns missing) are :class:`InputError`, a usage error.
+
+A CSV row is one line: no field of a record may hold a line break, so a quote left open is an
+error of the line it opens on, and the lines after it are read as the rows they are (not
+swallowed into one cell until the next quote). The rows counted are the data rows a spreadsheet
+shows. An errors file of an earlier run is a valid input: its own ``line`` and ``error``
+columns are ignored and the ``'`` it put before formula-like cells is taken off.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import attrs
 
 from .._enroll_models import RECORD_FIELDS, EnrollRecord, record_key
 from .._errors import ValidationError
-from ._seen import SeenKeys
+from .._seen import SeenKeys
+from ._errors_file import ERRORS_HEADER, restore
 
 __all__ = [
     "MAX_FIELD",
@@ -80,6 +87,17 @@ class _RawRow:
     errors: dict[str, str]
 
 
+def _csv_cells(line: str) -> list[str]:
+    """The cells of one line of CSV; a quote it leaves open is a ``csv.Error``."""
+    return next(csv.reader((line,), strict=True), [])
+
+
+def _csv_problem(error: csv.Error) -> str:
+    if str(error) == "unexpected end of data":
+        return "a quoted cell is not closed on this line"
+    return f"is not valid CSV ({error})"
+
+
 def _has_surrogates(text: str) -> bool:
     """Undecodable bytes, kept by ``surrogateescape`` so that one bad row does not end the file."""
     return any("\udc80" <= char <= "\udcff" for char in text)
@@ -95,6 +113,15 @@ class InputFile:
     """The input's own column names (the CSV header; for JSONL, each record field's key)."""
     by_field: Mapping[str, str]
     """Record field -> the input column it is read from."""
+    errors_file: bool = False
+    """The input is an errors file of an earlier run (its header starts ``line,error``)."""
+
+    @property
+    def echoed_columns(self) -> tuple[str, ...]:
+        """The columns an errors file of this input repeats (not an errors file's own two)."""
+        if self.errors_file:
+            return self.columns[len(ERRORS_HEADER) :]
+        return self.columns
 
     @classmethod
     def open(cls, path: Path, mapping: Mapping[str, str]) -> InputFile:
@@ -125,13 +152,19 @@ class InputFile:
                 f"(its header: {', '.join(repr(c) for c in header)}); "
                 "rename the columns or map them with --map COLUMN=FIELD"
             )
-        return cls(path=path, format="csv", columns=header, by_field=by_field)
+        return cls(
+            path=path,
+            format="csv",
+            columns=header,
+            by_field=by_field,
+            errors_file=header[: len(ERRORS_HEADER)] == ERRORS_HEADER,
+        )
 
     @staticmethod
     def _csv_header(path: Path) -> tuple[str, ...]:
         with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
             try:
-                header = tuple(cell.strip() for cell in next(csv.reader(stream)))
+                header = tuple(cell.strip() for cell in _csv_cells(stream.readline()))
             except csv.Error as error:
                 raise InputError(f"{path}: the header row is not valid CSV ({error})") from None
         if any(_has_surrogates(column) for column in header):
@@ -172,7 +205,7 @@ class InputFile:
                 key = record_key(fields)
             else:
                 key = f"line-{raw.line}"
-            seen = seen_keys.first_line(key, raw.line)
+            seen = seen_keys.first_seen(key, raw.line)
             if record is not None and seen != raw.line:
                 record = None
                 errors = {self.by_field["reference"]: f"duplicates the record on line {seen}"}
@@ -186,15 +219,12 @@ class InputFile:
     def _csv_rows(self) -> Iterator[_RawRow]:
         width = len(self.columns)
         with self.path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
-            reader = csv.reader(stream)
-            next(reader, None)
-            while True:
+            stream.readline()
+            for line, text in enumerate(stream, start=2):
                 try:
-                    cells = next(reader)
-                except StopIteration:
-                    return
+                    cells = _csv_cells(text)
                 except csv.Error as error:
-                    yield _RawRow(line=reader.line_num, values={}, errors={"row": str(error)})
+                    yield _RawRow(line=line, values={}, errors={"row": _csv_problem(error)})
                     continue
                 if not any(cell.strip() for cell in cells):
                     continue
@@ -202,12 +232,12 @@ class InputFile:
                     # Cells out of line with the header: no column can be trusted to hold
                     # what its name says (the CVV may sit under "first_name"), so none is kept.
                     reason = f"has {len(cells)} cells; the header has {width}"
-                    yield _RawRow(line=reader.line_num, values={}, errors={"row": reason})
+                    yield _RawRow(line=line, values={}, errors={"row": reason})
                     continue
+                if self.errors_file:
+                    cells = [restore(cell) for cell in cells]
                 values = dict(zip(self.columns, cells, strict=True))
-                yield _RawRow(
-                    line=reader.line_num, values=values, errors=self._check_values(values)
-                )
+                yield _RawRow(line=line, values=values, errors=self._check_values(values))
 
     def _jsonl_rows(self) -> Iterator[_RawRow]:
         with self.path.open("rb") as stream:
@@ -219,7 +249,7 @@ class InputFile:
                 except UnicodeDecodeError:
                     yield _RawRow(line=line, values={}, errors={"row": "is not UTF-8 text"})
                     continue
-                except (json.JSONDecodeError, RecursionError):
+                except (ValueError, RecursionError):  # also a number too long to read
                     yield _RawRow(line=line, values={}, errors={"row": "is not valid JSON"})
                     continue
                 if not isinstance(data, dict):

@@ -31,6 +31,8 @@ class Tally:
 
     total: int
     created: int = 0
+    created_earlier: int = 0
+    """Records whose pass the server says an earlier run of the job made (results were lost)."""
     skipped: int = 0
     failed: int = 0
     retryable: int = 0
@@ -42,7 +44,7 @@ class Tally:
 
     @property
     def done(self) -> int:
-        return self.created + self.skipped + self.failed
+        return self.created + self.created_earlier + self.skipped + self.failed
 
 
 class JobProgress:
@@ -124,7 +126,7 @@ class JobProgress:
             self._progress.update(
                 self._task,
                 completed=tally.done,
-                counts=f"[green]✓ {tally.created + tally.skipped}[/] [red]✗ {tally.failed}[/]",
+                counts=f"[green]✓ {tally.done - tally.failed}[/] [red]✗ {tally.failed}[/]",
                 rate=rate_text,
                 eta=eta_text,
             )
@@ -135,6 +137,7 @@ class JobProgress:
             self._last_plain = now
             self.note(
                 f"enroll: {tally.done}/{tally.total} done, {tally.created} created, "
-                f"{tally.skipped} already done, {tally.failed} failed, {rate_text}, {eta_text}"
+                f"{tally.created_earlier} created earlier, {tally.skipped} already done, "
+                f"{tally.failed} failed, {rate_text}, {eta_text}"
             )
         self._was_blocked = blocked

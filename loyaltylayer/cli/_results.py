@@ -1,47 +1,35 @@
-"""The job's two output files: ``results.jsonl`` (also its checkpoint) and ``errors.csv``.
+"""``results.jsonl``: the job's record of every outcome, and the checkpoint it resumes from.
 
-``results.jsonl`` is append-only and flushed after every row, so a job killed at any moment
-(even with SIGKILL) leaves a file a rerun can resume from. Its first row names the job; then
-come ``pending`` rows (a record was tokenized and its create is about to be sent: the engine
-saves one before sending) and one outcome row per record (``created`` or ``failed``).
+The file is append-only (never truncated) and flushed after every row, so a job killed at any
+moment (even with SIGKILL) leaves a file a rerun can resume from. Its first row names the job:
+its id, which a rerun goes by (a moved or renamed input resumes, with a warning), its plan and
+the API it talks to. Then come, per record, a ``pending`` row before its create is sent and an
+outcome row (``created``, ``created_earlier`` or ``failed``), each carrying under ``resume``
+where the engine says the record stands (:class:`~loyaltylayer.EnrollProgress`); the last of
+them per key is what a rerun does with the record. Each later run starts with a ``run`` row.
 
-On a rerun, the last row of each key decides:
+Every row is checked when the file is read: a malformed one is an error naming its line,
+before anything is sent. Only a row torn by a crash mid-write is passed over: the last line of
+the file, or a line just before a ``run`` row.
 
-* ``created``: done, skipped;
-* ``pending``, or a retryable ``failed`` after one: the create is sent again exactly as before
-  (same enrol token, same idempotency key), so if the first one reached the server the pass it
-  made comes back instead of a second one;
-* a ``failed`` create the server refused with a 400: it made no pass under that key, so the
-  record is tried again under the next key (the input row may have been fixed since);
-* any other ``failed`` row (a bad row, a card the server refused): tried again from the start.
-  Bad rows cost no request, and fail again the same way until the input is fixed.
-
-Only a little state per key is kept in memory (a set of finished keys, and the pending create
-of unfinished ones), never the rows. No row ever holds a card number, a CVV or a JWE: the card
+Only a little state per key is kept in memory (a set of finished keys, and the progress of
+unfinished ones), never the rows. No row ever holds a card number, a CVV or a JWE: the card
 appears masked (``**** 1111``), and the enrol token is the server's opaque, single-use handle.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import json
-import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import attrs
 
-from .._cardmath import luhn_valid
-from .._enroll_models import (
-    EnrollCheckpoint,
-    EnrollOutcome,
-    PendingEnrollment,
-    next_enrollment_key,
-)
+from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollProgress, MemoryCheckpoint
 from .._errors import (
     APIConnectionError,
     APIStatusError,
@@ -51,28 +39,35 @@ from .._errors import (
     ValidationError,
 )
 from .._json import encode_compact
+from ._files import free_name, open_private, set_aside, write_error
 
 __all__ = [
-    "ErrorsFile",
+    "INVALID_RECORD",
     "JobInfo",
     "ResultsError",
     "ResultsFile",
+    "StartOver",
     "describe_error",
     "describe_errors",
-    "mask_card",
 ]
 
-_FORMAT = "loyaltylayer-results/1"
-_PAN_LIKE = re.compile(r"(?<![+\d])\d(?:[ -]?\d){11,18}(?!\d)")
-"""12 to 19 digits, maybe grouped, not after a ``+`` (an E.164 phone number)."""
+_FORMAT = "loyaltylayer-results/2"
+_STATUSES = frozenset({"pending", "created", "created_earlier", "failed"})
+
+INVALID_RECORD = "invalid_record"
+"""The error code of a row that failed the local checks: no request was sent for it."""
 
 
 class ResultsError(Exception):
-    """The results file cannot be resumed from (another job's file, or not a results file)."""
+    """The results file cannot be resumed from (another job's file, damaged, not ours)."""
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _digest_id(*parts: str) -> str:
+    return "job_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
 @attrs.frozen(kw_only=True)
@@ -86,18 +81,31 @@ class JobInfo:
     started_at: str
 
     @classmethod
-    def new(cls, *, plan_id: str, input: str, environment: str, restart: bool) -> JobInfo:
-        """The job id is derived from the plan and the input path, so it stays the same even if
-        the results file is lost; ``restart`` makes a fresh one."""
-        seed = f"{plan_id}\x1f{input}" + (f"\x1f{uuid.uuid4().hex}" if restart else "")
-        job_id = "job_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
-        return cls(
-            job_id=job_id, plan_id=plan_id, input=input, environment=environment, started_at=_now()
-        )
+    def from_row(cls, path: Path, row: object) -> JobInfo:
+        if not isinstance(row, dict) or row.get("format") != _FORMAT:
+            raise ResultsError(
+                f"{path} is not a results file of this loyaltylayer (line 1 names no job)"
+            )
+        values: dict[str, str] = {}
+        for field in attrs.fields(cls):
+            value = row.get(field.name)
+            if not isinstance(value, str) or not value:
+                raise ResultsError(f"{path} line 1: {field.name} must be text")
+            values[field.name] = value
+        return cls(**values)
 
 
-INVALID_RECORD = "invalid_record"
-"""The error code of a row that failed the local checks: no request was sent for it."""
+@attrs.frozen(kw_only=True)
+class StartOver:
+    """An earlier job's results file, kept under another name while a new job starts."""
+
+    earlier: JobInfo
+    reason: Literal["restart", "sandbox"]
+    """``restart`` (asked for: its created records get a second pass) or ``sandbox`` (it was
+    written against an embedded sandbox, whose passes ended with it)."""
+    created: int
+    """The records the earlier job created."""
+    kept_as: Path
 
 
 def _error_json(error: LoyaltyLayerError) -> dict[str, Any]:
@@ -136,171 +144,252 @@ def describe_errors(errors: Mapping[str, str]) -> str:
     return "; ".join(f"{column}: {reason}" for column, reason in errors.items())
 
 
+def _is_run_row(row: object) -> bool:
+    return isinstance(row, dict) and "run_started_at" in row
+
+
+def _progress_of_row(row: object) -> EnrollProgress | None:
+    """Where a record row leaves its record; ``ValueError`` names what is wrong with it."""
+    if not isinstance(row, dict):
+        raise ValueError("is not a JSON object")
+    key = row.get("key")
+    if not isinstance(key, str) or not key:
+        raise ValueError("has no key")
+    if row.get("status") not in _STATUSES:
+        raise ValueError(f"status must be one of {', '.join(sorted(_STATUSES))}")
+    if not isinstance(row.get("error"), dict | None):
+        raise ValueError("error must be an object or null")
+    resume = row.get("resume")
+    if resume is None:
+        return None
+    try:
+        return EnrollProgress.from_json(key, resume)
+    except ValidationError as error:
+        raise ValueError(
+            "; ".join(f"resume.{field}: {reason}" for field, reason in error.errors.items())
+        ) from None
+
+
 class ResultsFile(EnrollCheckpoint):
-    """``results.jsonl``: the job's record of every outcome, and the checkpoint it resumes from."""
+    """The results file of one run: what earlier runs of its job recorded, and this run's rows.
+
+    :meth:`load` reads and decides (resume, start over, or refuse) and writes nothing, so a dry
+    run can use it; :meth:`open` acts on the decision.
+    """
 
     def __init__(
         self,
         path: Path,
         job: JobInfo,
         *,
-        done: set[str],
-        pending: dict[str, PendingEnrollment],
+        earlier: MemoryCheckpoint,
         resumed: bool,
+        input: str,
+        start_over: StartOver | None = None,
+        moved_from: str | None = None,
     ) -> None:
         self.path = path
+        self._input = input
         self.job = job
         self.resumed = resumed
-        self._done = done
-        self._pending = pending
+        self.start_over = start_over
+        self.moved_from = moved_from
+        """The input the job started with, when this run reads another one."""
+        self._earlier = earlier
         self._file: IO[str] | None = None
+        self._line_of: Callable[[int], int] = lambda index: index
+        self._failed: OSError | None = None
 
     @classmethod
     def load(
-        cls, path: Path, *, plan_id: str, input: str, environment: str, restart: bool
+        cls,
+        path: Path,
+        *,
+        plan_id: str,
+        input: str,
+        environment: str,
+        job_id: str | None,
+        restart: bool,
+        forgets: Callable[[str], bool],
     ) -> ResultsFile:
-        """Read an earlier run's file (unless ``restart``); writes nothing."""
-        fresh = JobInfo.new(plan_id=plan_id, input=input, environment=environment, restart=restart)
-        if restart or not path.exists() or path.stat().st_size == 0:
-            return cls(path, fresh, done=set(), pending={}, resumed=False)
-        done: set[str] = set()
-        pending: dict[str, PendingEnrollment] = {}
-        job: JobInfo | None = None
-        with path.open(encoding="utf-8", errors="replace") as stream:
-            for text in stream:
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError:
-                    continue  # a row torn by a kill mid-write; its record is redone
-                if job is None:
-                    job = cls._job_row(path, row)
-                    cls._check_same_job(path, job, fresh)
-                    continue
-                cls._apply(row, done, pending)
-        if job is None:
-            return cls(path, fresh, done=set(), pending={}, resumed=False)
-        return cls(path, job, done=done, pending=pending, resumed=True)
+        """Read an earlier run's file, if any, and decide what this run does with it.
 
-    @staticmethod
-    def _job_row(path: Path, row: object) -> JobInfo:
-        if not isinstance(row, dict) or row.get("format") != _FORMAT:
-            raise ResultsError(f"{path} is not a loyaltylayer results file")
-        try:
-            return JobInfo(**{field.name: row[field.name] for field in attrs.fields(JobInfo)})
-        except (KeyError, TypeError):
-            raise ResultsError(f"{path} has a damaged first row") from None
+        ``forgets(environment)`` is true for an API whose passes do not outlive the command
+        (the embedded sandbox): a file written against one is kept aside, never resumed.
+        """
 
-    @staticmethod
-    def _check_same_job(path: Path, job: JobInfo, current: JobInfo) -> None:
-        for what in ("plan_id", "input", "environment"):
-            if getattr(job, what) != getattr(current, what):
-                raise ResultsError(
-                    f"{path} belongs to another job ({what} {getattr(job, what)!r}, "
-                    f"not {getattr(current, what)!r}): give another --out, or --restart"
-                )
-
-    @staticmethod
-    def _apply(row: Any, done: set[str], pending: dict[str, PendingEnrollment]) -> None:
-        if not isinstance(row, dict) or not isinstance(key := row.get("key"), str):
-            return
-        error = row.get("error") or {}
-        if key in done or error.get("code") == INVALID_RECORD:
-            # A created record stays created, whatever a later row says (a duplicate row of the
-            # input fails under the same key); and a row that failed the local checks sent
-            # nothing, so it says nothing about what the server has.
-            return
-        status = row.get("status")
-        if status == "created":
-            done.add(key)
-            pending.pop(key, None)
-        elif status == "pending":
-            pending[key] = PendingEnrollment(
-                key=key,
-                idempotency_key=row["idempotency_key"],
-                enrol_token=row["enrol_token"],
-                token_expires_at=dt.datetime.fromisoformat(row["token_expires_at"]),
+        def new_job(job: str) -> JobInfo:
+            return JobInfo(
+                job_id=job,
+                plan_id=plan_id,
+                input=input,
+                environment=environment,
+                started_at=_now(),
             )
-        elif status == "failed":
-            sent = pending.get(key)
-            if (
-                sent is not None
-                and not error.get("retryable")
-                and error.get("status") == 400
-                and sent.idempotency_key == row.get("idempotency_key")
-            ):
-                pending[key] = attrs.evolve(
-                    sent, idempotency_key=next_enrollment_key(sent.idempotency_key)
+
+        if not path.exists() or path.stat().st_size == 0:
+            default_id = job_id or _digest_id(plan_id, environment, str(path.resolve()))
+            return cls(
+                path, new_job(default_id), earlier=MemoryCheckpoint(), resumed=False, input=input
+            )
+        earlier = MemoryCheckpoint()
+        fresh_id = job_id or "job_" + uuid.uuid4().hex[:24]
+        with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+            job = JobInfo.from_row(path, cls._first_row(path, stream.readline()))
+            if forgets(job.environment):
+                start_over = StartOver(
+                    earlier=job, reason="sandbox", created=0, kept_as=free_name(path, job.job_id)
                 )
+                return cls(
+                    path,
+                    new_job(fresh_id),
+                    earlier=earlier,
+                    resumed=False,
+                    input=input,
+                    start_over=start_over,
+                )
+            cls._check_same_job(path, job, plan_id, environment, job_id, restart)
+            cls._read_rows(path, stream, earlier)
+        if restart:
+            start_over = StartOver(
+                earlier=job,
+                reason="restart",
+                created=earlier.done_count,
+                kept_as=free_name(path, job.job_id),
+            )
+            return cls(
+                path,
+                new_job(fresh_id),
+                earlier=MemoryCheckpoint(),
+                resumed=False,
+                input=input,
+                start_over=start_over,
+            )
+        moved_from = job.input if job.input != input else None
+        return cls(path, job, earlier=earlier, resumed=True, input=input, moved_from=moved_from)
+
+    @staticmethod
+    def _first_row(path: Path, text: str) -> object:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise ResultsError(f"{path} is not a loyaltylayer results file") from None
+
+    @staticmethod
+    def _check_same_job(
+        path: Path,
+        job: JobInfo,
+        plan_id: str,
+        environment: str,
+        job_id: str | None,
+        restart: bool,
+    ) -> None:
+        if restart:
+            if job_id == job.job_id:
+                raise ResultsError(
+                    f"--restart starts a new job: give a --job-id other than {job.job_id} (or none)"
+                )
+            return
+        if job_id is not None and job_id != job.job_id:
+            raise ResultsError(
+                f"{path} holds job {job.job_id}, not {job_id}: give another --out for that job, "
+                "or --restart to keep this file aside and start over (making new passes)"
+            )
+        for what, mine in (("plan_id", plan_id), ("environment", environment)):
+            theirs = getattr(job, what)
+            if theirs != mine:
+                raise ResultsError(
+                    f"{path} belongs to another job ({what} {theirs!r}, not {mine!r}): give "
+                    "another --out, or --restart to keep it aside and start over"
+                )
+
+    @staticmethod
+    def _read_rows(path: Path, stream: IO[str], earlier: MemoryCheckpoint) -> None:
+        # A line that is not JSON at all is where a crash cut a write short, if it is the last
+        # line or the next run's first row follows it; anywhere else it is damage.
+        unreadable: int | None = None
+        for number, text in enumerate(stream, start=2):
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError:
+                if unreadable is not None:
+                    break
+                if not text.endswith("\n"):
+                    return  # the last line, torn by a crash mid-write
+                unreadable = number
+                continue
+            except (ValueError, RecursionError):
+                raise ResultsError(f"{path} line {number}: is not valid JSON") from None
+            if _is_run_row(row):
+                unreadable = None
+                continue
+            if unreadable is not None:
+                break
+            try:
+                progress = _progress_of_row(row)
+            except ValueError as error:
+                raise ResultsError(f"{path} line {number}: {error}") from None
+            if progress is not None:
+                earlier.keep(progress)
+        if unreadable is not None:
+            raise ResultsError(f"{path} line {unreadable}: is not valid JSON")
+
+    def open(self, line_of: Callable[[int], int]) -> None:
+        """Start appending: set an earlier job's file aside, or mark where this run starts.
+
+        ``line_of(index)`` is the input line of the engine's record ``index``.
+        """
+        self._line_of = line_of
+        try:
+            if self.start_over is not None:
+                set_aside(self.path, self.start_over.kept_as)
+            if not self.resumed:
+                self._file = open_private(self.path, append=True)
+                self._write({"format": _FORMAT} | attrs.asdict(self.job))
+                return
+            with self.path.open("rb") as stream:
+                stream.seek(-1, 2)
+                torn = stream.read(1) != b"\n"
+            self._file = open_private(self.path, append=True)
+            if torn:
+                self._file.write("\n")
+            self._write({"run_started_at": _now(), "input": self._input})
+        except OSError as error:
+            raise write_error(self.path, error) from error
 
     @property
     def done_count(self) -> int:
-        return len(self._done)
+        return self._earlier.done_count
 
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
+    def progress_of(self, key: str) -> EnrollProgress | None:
+        """Where an earlier run left the record ``key`` (what :meth:`recall` answers)."""
+        return self._earlier.progress_of(key)
 
-    def open(self) -> None:
-        """Start appending (a fresh file gets its job row first)."""
-        if not self.resumed:
-            self._file = self.path.open("w", encoding="utf-8")
-            self._write(
-                {"format": _FORMAT} | attrs.asdict(self.job),
-            )
-            return
-        with self.path.open("rb") as stream:
-            stream.seek(-1, 2)
-            torn = stream.read(1) != b"\n"
-        self._file = self.path.open("a", encoding="utf-8")
-        if torn:
-            self._file.write("\n")
+    async def recall(self, key: str) -> EnrollProgress | None:
+        return self._earlier.progress_of(key)
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def _write(self, row: Mapping[str, Any]) -> None:
-        assert self._file is not None, "open() the results file first"
-        self._file.write(encode_compact(row) + "\n")
-        self._file.flush()
-
-    def is_done(self, key: str) -> bool:
-        return key in self._done
-
-    def pending(self, key: str) -> PendingEnrollment | None:
-        return self._pending.get(key)
-
-    async def save_pending(self, pending: PendingEnrollment) -> None:
-        self._write(
-            {
-                "key": pending.key,
-                "status": "pending",
-                "idempotency_key": pending.idempotency_key,
-                "enrol_token": pending.enrol_token,
-                "token_expires_at": pending.token_expires_at.isoformat(),
-                "at": _now(),
-            }
-        )
-
-    def write_outcome(self, outcome: EnrollOutcome, *, line: int) -> None:
-        """One row for a created or failed record (skipped ones already have theirs)."""
-        created = outcome.pass_
-        self._write(
-            {
+    async def record(self, outcome: EnrollOutcome, progress: EnrollProgress) -> None:
+        if outcome.status == "pending":
+            row: dict[str, Any] = {"key": outcome.key, "status": "pending"}
+        else:
+            created = outcome.pass_
+            row = {
                 "key": outcome.key,
-                "line": line,
+                "line": self._line_of(outcome.index),
                 "status": outcome.status,
                 "pass_id": created.pass_id if created is not None else None,
                 "pass_type": created.type if created is not None else None,
                 "card": outcome.card,
                 "error": _error_json(outcome.error) if outcome.error is not None else None,
                 "attempts": outcome.attempts,
-                "idempotency_key": outcome.idempotency_key,
                 "replayed": outcome.replayed,
-                "at": _now(),
             }
-        )
+        row |= {
+            "idempotency_key": outcome.idempotency_key,
+            "resume": progress.to_json(),
+            "at": _now(),
+        }
+        self._write(row)
 
     def write_invalid(
         self, *, key: str, line: int, card: str | None, errors: Mapping[str, str]
@@ -321,61 +410,32 @@ class ResultsFile(EnrollCheckpoint):
                     "fields": dict(errors),
                 },
                 "attempts": 0,
-                "idempotency_key": None,
                 "replayed": False,
+                "idempotency_key": None,
+                "resume": None,
                 "at": _now(),
             }
         )
 
-
-def mask_card(value: str) -> str:
-    """``4111 1111 1111 1111`` -> ``**** 1111``: the most of a card number any output shows."""
-    digits = "".join(char for char in value if char.isdigit())
-    return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
-
-
-def _mask_if_pan(match: re.Match[str]) -> str:
-    digits = "".join(char for char in match.group() if char.isdigit())
-    return mask_card(digits) if luhn_valid(digits) else match.group()
-
-
-class ErrorsFile:
-    """``errors.csv``: the failed input rows, ready to fix and feed back in.
-
-    Same columns as the input (after ``line`` and ``error``), with the card number masked, the
-    CVV left empty, and anything else that looks like a card number masked too (a row with a
-    missing comma puts the card number in another column).
-    """
-
-    def __init__(self, path: Path, columns: Sequence[str], *, card: str, cvv: str) -> None:
-        self.path = path
-        self._columns = tuple(columns)
-        self._card = card
-        self._cvv = cvv
-        self._file = path.open("w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(("line", "error", *self._columns))
-        self._file.flush()
-        self.rows = 0
-
-    def mask(self, values: Mapping[str, str]) -> dict[str, str]:
-        """The row as it may be written: safe to keep while its record is in flight."""
-        masked: dict[str, str] = {}
-        for column in self._columns:
-            value = values.get(column, "").encode("utf-8", "replace").decode("utf-8")
-            if column == self._cvv:
-                value = ""
-            elif column == self._card:
-                value = mask_card(value) if value else ""
-            else:
-                value = _PAN_LIKE.sub(_mask_if_pan, value)
-            masked[column] = value
-        return masked
-
-    def write(self, *, line: int, reason: str, masked: Mapping[str, str]) -> None:
-        self._writer.writerow((line, reason, *(masked.get(c, "") for c in self._columns)))
-        self._file.flush()
-        self.rows += 1
+    def _write(self, row: Mapping[str, Any]) -> None:
+        assert self._file is not None, "open() the results file first"
+        if self._failed is not None:
+            raise self._failed  # nothing more goes after a row that may be torn
+        try:
+            self._file.write(encode_compact(row) + "\n")
+            self._file.flush()
+        except OSError as error:
+            self._failed = write_error(self.path, error)
+            raise self._failed from error
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is None:
+            return
+        try:
+            self._file.close()
+        except OSError:
+            if self._failed is None:
+                raise
+            # Closing flushed what the failed write left behind, and failed again: said already.
+        finally:
+            self._file = None

@@ -17,6 +17,7 @@ def print_summary(
     console: Console,
     tally: Tally,
     *,
+    job_id: str,
     requests: int,
     seconds: float,
     results: str,
@@ -28,11 +29,13 @@ def print_summary(
     table = Table(title="Enrollment summary", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
+    table.add_row("Job", Text(job_id))
     table.add_row("Records", Text(str(tally.total)))
     created = str(tally.created)
     if tally.replayed:
         created += f" ({tally.replayed} replayed from an earlier run)"
     table.add_row("Created", Text(created))
+    table.add_row("Created earlier", Text(str(tally.created_earlier)))
     table.add_row("Already done", Text(str(tally.skipped)))
     failed = str(tally.failed)
     if tally.failed:
