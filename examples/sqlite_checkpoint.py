@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import importlib.resources
 import json
 import sqlite3
 from collections import Counter
@@ -24,7 +25,8 @@ from pathlib import Path
 import loyaltylayer as ll
 from loyaltylayer.sandbox import Sandbox
 
-CARDHOLDERS = Path(__file__).with_name("cardholders.csv")
+# The demo file that ships with the package (`loyaltylayer demo --save-input FILE` copies it).
+CARDHOLDERS = importlib.resources.files("loyaltylayer.sandbox") / "demo_cardholders.csv"
 
 
 class SqliteCheckpoint(ll.EnrollCheckpoint):

@@ -124,7 +124,9 @@ def test_the_sync_client_stops_a_job_whose_checkpoint_fails() -> None:
         async def record(self, outcome: ll.EnrollOutcome, progress: ll.EnrollProgress) -> None:
             raise PermissionError(13, "Permission denied", "progress.db")
 
-    with (ROOT / "examples" / "cardholders.csv").open(newline="", encoding="utf-8") as stream:
+    with (ROOT / "loyaltylayer" / "sandbox" / "demo_cardholders.csv").open(
+        newline="", encoding="utf-8"
+    ) as stream:
         rows = list(csv.DictReader(stream))[:3]
     with (
         SandboxThread(SandboxConfig(rate_key="off")) as sandbox,

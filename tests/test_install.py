@@ -7,6 +7,7 @@ a missing extra is simulated by making its import fail (``sys.modules[name] = No
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -66,7 +67,7 @@ def test_the_demo_runs_from_a_wheel_in_an_empty_directory(
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.startswith(str(installed_wheel))
     assert "3 rows are invalid on purpose" in first.stdout
-    assert "│ Created       │ 47 " in first.stdout
+    assert re.search(r"│ Created +│ 47 ", first.stdout)
     assert "the demo exits 0" in first.stdout
     assert "loyaltylayer enroll cardholders.csv --plan-id pp-gold --dry-run" in first.stdout
     assert sorted(p.name for p in (tmp_path / "loyaltylayer-demo").iterdir()) == [
@@ -76,8 +77,8 @@ def test_the_demo_runs_from_a_wheel_in_an_empty_directory(
 
     again = python(demo, cwd=tmp_path)  # a new sandbox: nothing of the first run is "done"
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "│ Created       │ 47 " in again.stdout
-    assert "│ Already done  │ 0 " in again.stdout
+    assert re.search(r"│ Created +│ 47 ", again.stdout)
+    assert re.search(r"│ Already done +│ 0 ", again.stdout)
 
 
 def test_the_demo_file_can_be_saved_to_edit(installed_wheel: Path, tmp_path: Path) -> None:
