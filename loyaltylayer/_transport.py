@@ -43,7 +43,7 @@ from ._errors import (
 )
 from ._json import encode_compact
 from ._logging import logger
-from ._portal import bury
+from ._graveyard import bury
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
 from ._tokencache import TokenCache
 from ._version import __version__
