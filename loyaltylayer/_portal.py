@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import os
 import queue
 import selectors
@@ -118,9 +119,10 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     object the coroutine raised. Ctrl-C (any ``BaseException`` while waiting) cancels the task.
     """
     portal = _running(stacklevel=4)
+    future: concurrent.futures.Future[_T] = concurrent.futures.Future()
     coroutine = fn(*args, **kwargs)
     try:
-        future = asyncio.run_coroutine_threadsafe(coroutine, portal.loop)
+        portal.loop.call_soon_threadsafe(_run_task, future, coroutine)  # in the caller's context
     except RuntimeError:  # the loop was closed: the interpreter is exiting
         coroutine.close()
         _park_if_exiting()
@@ -128,8 +130,33 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     try:
         return _wait(future, portal)
     except BaseException:
-        future.cancel()  # asyncio then cancels the task, on the loop
+        future.cancel()  # which cancels the task, on the loop (see `_run_task`)
         raise
+
+
+def _run_task(future: concurrent.futures.Future[_T], coroutine: Coroutine[Any, Any, _T]) -> None:
+    """On the loop: run ``coroutine`` as a task that settles ``future``, and is cancelled with it.
+
+    Not ``asyncio.run_coroutine_threadsafe``: it hands a ``TimeoutError`` over as a copy, and a
+    sync caller must get the very exception object the coroutine raised.
+    """
+    if future.cancelled():  # the caller gave up before it started
+        coroutine.close()
+        return
+    task = asyncio.ensure_future(coroutine)
+    task.add_done_callback(functools.partial(_settle, future))
+    loop = task.get_loop()
+    future.add_done_callback(lambda _: loop.call_soon_threadsafe(task.cancel))
+
+
+def _settle(future: concurrent.futures.Future[_T], task: asyncio.Task[_T]) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # the caller cancelled it
+        if task.cancelled():
+            future.cancel()
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+        else:
+            future.set_result(task.result())
 
 
 def _wait(future: concurrent.futures.Future[_T], portal: _Portal) -> _T:
