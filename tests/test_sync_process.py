@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -134,6 +135,7 @@ def test_sigint_cancels_the_request_and_the_next_call_works(
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stdout.readline() == "True\n"
+    time.sleep(0.5)  # for the slow request to reach the sandbox (and use up its fault)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert (process.returncode, err, out) == (0, "", "interrupted True\nTrue\n")
