@@ -62,6 +62,13 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _gunicorn(port: int, *options: str) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind",
+        f"127.0.0.1:{port}", "--graceful-timeout", "10", *options, "app:app",
+    ]  # fmt: skip
+
+
 def _answered_by_workers(answers: list[str], pass_id: str, parent: int) -> None:
     pids = {answer.split()[0] for answer in answers}
     assert [answer.split()[1:] for answer in answers] == [[pass_id]] * len(answers), answers
@@ -76,10 +83,7 @@ def _clean(log: str) -> None:
 def test_gunicorn_preload(sandbox: tuple[str, str], app_dir: Path, worker: str) -> None:
     url, pass_id = sandbox
     port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--worker-class", worker,
-        "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10", "app:app",
-    ]  # fmt: skip
+    command = _gunicorn(port, "--worker-class", worker, "--threads", "4")
     with serve(command, port=port, env=host_env(url, pass_id, app_dir), cwd=app_dir) as server:
         _answered_by_workers(server.get_many(40), pass_id, server.process.pid)
     assert server.returncode == 0
@@ -102,10 +106,7 @@ def test_gunicorn_preload_with_shutdown_portal_before_fork(
         """,
     )
     port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "--preload", "--config", "conf.py", "--workers", "2",
-        "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10", "app:app",
-    ]  # fmt: skip
+    command = _gunicorn(port, "--config", "conf.py")
     with serve(command, port=port, env=host_env(url, pass_id, app_dir), cwd=app_dir) as server:
         _answered_by_workers(server.get_many(20), pass_id, server.process.pid)
     assert server.returncode == 0

@@ -9,7 +9,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from sandbox_process import SandboxProcess
@@ -46,10 +46,9 @@ def _portal_tasks() -> int:
 
 def test_every_call_runs_on_the_one_loop_thread() -> None:
     seen: list[str] = []
-    workers = [threading.Thread(target=lambda: seen.append(_portal.call(_thread_name)))]
-    workers *= 1
-    workers[0].start()
-    workers[0].join()
+    worker = threading.Thread(target=lambda: seen.append(_portal.call(_thread_name)))
+    worker.start()
+    worker.join()
     assert [*seen, _portal.call(_thread_name)] == [_portal.THREAD_NAME] * 2
     assert [t.name for t in threading.enumerate()].count(_portal.THREAD_NAME) == 1
 
@@ -206,12 +205,13 @@ def test_a_timeout_spanning_yields_fires_in_the_one_driver_task() -> None:
     assert 1 <= len(seen) < 1000
 
 
-def _interrupted(run: object) -> threading.Event:
+def _interrupted(run: Callable[[], object]) -> threading.Event:
     """SIGINT to this (the main) thread while ``run()`` waits; the event is set when the
     coroutine it ran was cancelled."""
-    threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    main = threading.main_thread().ident
+    threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):
-        run()  # type: ignore[operator]
+        run()
     return _cancelled
 
 
