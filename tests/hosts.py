@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,13 @@ BAD_OUTPUT = (
 )
 # Python 3.12+ warns when a process with threads forks; pre-fork hosts do it by design.
 FORK_WARNING = "ignore:This process:DeprecationWarning"
+
+
+def unexpected(stderr: str) -> str:
+    """``stderr`` without asyncio's debug-mode reports of a slow step (``-X dev`` turns them on;
+    on a loaded machine, a first call that imports the card-encryption code takes 0.1 s)."""
+    slow = re.compile(r"^Executing <.*> took [0-9.]+ seconds$")
+    return "".join(line for line in stderr.splitlines(True) if not slow.match(line.rstrip()))
 
 
 def host_env(sandbox_url: str, pass_id: str, app_dir: Path | None = None) -> dict[str, str]:
@@ -218,6 +226,7 @@ __all__ = [
     "host_env",
     "run_script",
     "serve",
+    "unexpected",
     "wait_for_log",
     "write",
 ]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hosts import BAD_OUTPUT, FORK_WARNING, create_pass, host_env, run_script
+from hosts import BAD_OUTPUT, FORK_WARNING, create_pass, host_env, run_script, unexpected
 from sandbox_process import SandboxProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,7 +55,7 @@ def _env(sandbox: SandboxProcess) -> dict[str, str]:
 def _run(sandbox: SandboxProcess, body: str, *flags: str) -> str:
     """Run ``body``; it must exit 0 with nothing on stderr. What it printed."""
     result = run_script(PRELUDE + textwrap.dedent(body), _env(sandbox), *flags)
-    assert (result.returncode, result.stderr) == (0, ""), result.stdout
+    assert (result.returncode, unexpected(result.stderr)) == (0, ""), result.stdout
     assert not any(text in result.stdout for text in BAD_OUTPUT)
     return result.stdout
 
@@ -138,7 +138,7 @@ def test_sigint_cancels_the_request_and_the_next_call_works(
     time.sleep(0.5)  # for the slow request to reach the sandbox (and use up its fault)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
-    assert (process.returncode, err, out) == (0, "", "interrupted True\nTrue\n")
+    assert (process.returncode, unexpected(err), out) == (0, "", "interrupted True\nTrue\n")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
@@ -251,4 +251,8 @@ def test_nothing_is_started_or_registered_at_import() -> None:
         dict(os.environ),
         *CLEAN,
     )
-    assert (result.returncode, result.stderr, result.stdout) == (0, "", "False None 1\n")
+    assert (result.returncode, unexpected(result.stderr), result.stdout) == (
+        0,
+        "",
+        "False None 1\n",
+    )
