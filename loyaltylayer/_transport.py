@@ -41,9 +41,9 @@ from ._errors import (
     UnexpectedResponseError,
     status_error,
 )
+from ._graveyard import bury
 from ._json import encode_compact
 from ._logging import logger
-from ._portal import bury
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
 from ._tokencache import TokenCache
 from ._version import __version__

@@ -1,190 +1,230 @@
-"""tools/gen_sync.py: fresh on the tree, fails on drift and orphans, deterministic, fails closed."""
+"""tools/gen_sync.py: fresh on the tree, fails on drift and orphans, deterministic, fails closed.
+
+Each test runs the generator on a scratch copy of ``loyaltylayer/_async`` and ``_sync``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-import sync_fixtures
 
-gen_sync = sync_fixtures.load_generator()
-FIXTURES = Path(sync_fixtures.__file__).parent
+REPO = Path(__file__).resolve().parent.parent
 
 
-def _run(
-    *arguments: str | Path, cwd: Path = sync_fixtures.REPO
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*map(str, arguments)], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_sync", REPO / "tools" / "gen_sync.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gen_sync", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_sync = _load_generator()
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A scratch copy of the fixture package, with its committed generated files."""
-    shutil.copytree(
-        FIXTURES, tmp_path / "sync_fixtures", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    """A scratch copy of the async package and its committed facade."""
+    for package in ("_async", "_sync"):
+        shutil.copytree(
+            REPO / "loyaltylayer" / package,
+            tmp_path / "loyaltylayer" / package,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     return tmp_path
 
 
-def _append(path: Path, text: str) -> int:
-    """Append ``text`` to ``path``; the line number of its first line."""
+def _append(tree: Path, module: str, text: str) -> int:
+    """Append ``text`` to an async module of ``tree``; the line number of its first line."""
+    path = tree / "loyaltylayer" / "_async" / f"{module}.py"
     source = path.read_text()
     path.write_text(source + text)
     return source.count("\n") + 1
 
 
+def _error(tree: Path) -> str:
+    with pytest.raises(gen_sync.GenerationError) as caught:
+        gen_sync.render(tree)
+    return str(caught.value)
+
+
 def test_the_real_facade_is_fresh() -> None:
-    result = _run(sys.executable, "tools/gen_sync.py", "--check")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == ""
+    result = subprocess.run(
+        [sys.executable, "tools/gen_sync.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_the_fixture_facade_is_fresh() -> None:
-    result = _run(*sync_fixtures.regenerate(), "--check")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_a_new_async_method_makes_check_fail_with_a_diff(tree: Path) -> None:
+def test_a_new_async_method_makes_check_fail_with_a_diff(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _append(
-        tree / "sync_fixtures/_async/_resources.py",
-        "\n    async def renew(self, pass_id: str, *, days: int = 30) -> str:\n"
+        tree,
+        "_resources",
+        "\n    async def renew(self, pass_id: str, *, days: int = 30) -> Pass:\n"
         '        """Renew a pass."""\n'
-        "        return pass_id\n",
+        "        raise NotImplementedError\n",
     )
-    result = _run(*sync_fixtures.regenerate(tree), "--check")
-    assert result.returncode == 1
-    assert "--- a/sync_fixtures/_sync/_resources.py" in result.stdout
-    assert "+    def renew(self, pass_id: str, *, days: int = 30) -> str:" in result.stdout
-    assert (
-        "+        return _portal.call(self._async.renew, pass_id=pass_id, days=days)"
-        in result.stdout
-    )
-    assert "out of date; run: python tools/gen_sync.py --root" in result.stderr
+    assert gen_sync.run(tree, check=True) == 1
+    out, err = capsys.readouterr()
+    assert "--- a/loyaltylayer/_sync/_resources.py" in out
+    assert "+    def renew(self, pass_id: str, *, days: int = 30) -> Pass:" in out
+    assert "+        return _portal.call(self._async.renew, pass_id=pass_id, days=days)" in out
+    assert err == "\nThe sync facade is out of date; run: python tools/gen_sync.py\n"
 
-    regenerate = _run(*sync_fixtures.regenerate(tree))
-    assert regenerate.returncode == 0
-    assert "wrote sync_fixtures/_sync/_resources.py" in regenerate.stdout
-    check = _run(*sync_fixtures.regenerate(tree), "--check")
-    assert check.returncode == 0, check.stdout
+    assert gen_sync.run(tree, check=False) == 0
+    assert capsys.readouterr().out == "wrote loyaltylayer/_sync/_resources.py\n"
+    assert gen_sync.run(tree, check=True) == 0
 
 
-def test_an_orphaned_generated_file_makes_check_fail(tree: Path) -> None:
-    manifest = sync_fixtures.manifest(gen_sync, tree)
-    orphan = tree / "sync_fixtures/_sync/_old.py"
-    orphan.write_text(f"{gen_sync.HEADER_MARK} from sync_fixtures/_async/_old.py; do not edit.\n")
-    hand_written = tree / "sync_fixtures/_sync/_notes.py"
+def test_an_orphaned_generated_file_makes_check_fail(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orphan = tree / "loyaltylayer/_sync/_old.py"
+    orphan.write_text(f"{gen_sync.HEADER_MARK} from loyaltylayer/_async/_old.py; do not edit.\n")
+    hand_written = tree / "loyaltylayer/_sync/_notes.py"
     hand_written.write_text('"""Not generated: left alone."""\n')
 
-    assert gen_sync.run(manifest, check=True) == 1
+    assert gen_sync.run(tree, check=True) == 1
+    assert "orphan: loyaltylayer/_sync/_old.py was generated but has no source" in (
+        capsys.readouterr().out
+    )
     assert orphan.exists()
-    assert gen_sync.run(manifest, check=False) == 0
+    assert gen_sync.run(tree, check=False) == 0
     assert not orphan.exists()
     assert hand_written.exists()
-    assert gen_sync.run(manifest, check=True) == 0
+    assert gen_sync.run(tree, check=True) == 0
 
 
-def test_a_truncated_file_is_stale(tree: Path) -> None:
-    manifest = sync_fixtures.manifest(gen_sync, tree)
-    target = tree / "sync_fixtures/_sync/_client.py"
+def test_a_trailing_line_makes_a_file_stale(tree: Path) -> None:
+    target = tree / "loyaltylayer/_sync/_client.py"
     target.write_text(target.read_text() + "\n")
-    assert gen_sync.run(manifest, check=True) == 1
+    assert gen_sync.run(tree, check=True) == 1
 
 
-def test_two_runs_render_identical_bytes(tree: Path) -> None:
-    manifest = sync_fixtures.manifest(gen_sync, tree)
-    first = gen_sync._Renderer(manifest).render()
-    second = gen_sync._Renderer(manifest).render()
+def test_two_renders_give_the_committed_bytes(tree: Path) -> None:
+    first, second = gen_sync.render(tree), gen_sync.render(tree)
     assert first == second
     assert {path.name for path in first} == {"__init__.py", "_client.py", "_resources.py"}
     for path, text in first.items():
         assert path.read_text() == text
 
 
-def _error(tree: Path) -> str:
-    with pytest.raises(gen_sync.GenerationError) as caught:
-        gen_sync._Renderer(sync_fixtures.manifest(gen_sync, tree)).render()
-    return str(caught.value)
+def test_imports_are_the_async_modules_own_renamed() -> None:
+    client = (REPO / "loyaltylayer/_sync/_client.py").read_text()
+    assert "from ._resources import Cards, Passes\n" in client  # was AsyncCards, AsyncPasses
+    assert "from collections.abc import Iterable, Iterator, Mapping\n" in client
+    assert "from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer\n" in client
+    assert "aiohttp" not in client.replace("an aiohttp", "")  # `session` is dropped
+    assert "run_enrollment" not in client  # used by the async body only
 
 
 def test_an_unmapped_async_name_stops_with_file_and_line(tree: Path) -> None:
     line = _append(
-        tree / "sync_fixtures/_async/_resources.py",
+        tree,
+        "_resources",
         "\n    async def widget(self) -> AsyncWidget:\n        raise NotImplementedError\n",
     )
-    message = _error(tree)
-    assert message == (
-        f"sync_fixtures/_async/_resources.py:{line + 1}: cannot map AsyncWidget: "
-        "add it to the manifest or TYPE_TWINS"
+    assert _error(tree) == (
+        f"loyaltylayer/_async/_resources.py:{line + 1}: cannot map AsyncWidget: "
+        "add it to CLASSES or TYPE_TWINS"
     )
 
 
 def test_a_coroutine_function_parameter_stops_with_file_and_line(tree: Path) -> None:
     line = _append(
-        tree / "sync_fixtures/_async/_resources.py",
+        tree,
+        "_resources",
         "\n    async def on_done(\n        self,\n"
         "        callback: Callable[[str], Awaitable[None]],\n    ) -> None:\n        pass\n",
     )
     assert _error(tree) == (
-        f"sync_fixtures/_async/_resources.py:{line + 3}: cannot map Callable[[str], "
-        "Awaitable[None]]: a sync caller cannot pass a coroutine function"
+        f"loyaltylayer/_async/_resources.py:{line + 3}: cannot map Awaitable: "
+        "a sync caller has no awaitables"
     )
 
 
 def test_a_loop_bound_parameter_must_be_listed_as_dropped(tree: Path) -> None:
     line = _append(
-        tree / "sync_fixtures/_async/_client.py",
+        tree,
+        "_client",
         "\n    async def use(self, session: aiohttp.ClientSession) -> None:\n        pass\n",
     )
-    message = _error(tree)
-    assert message.startswith(f"sync_fixtures/_async/_client.py:{line + 1}: parameter 'session'")
-    assert "list it in Manifest.dropped" in message
-
-
-def test_an_unknown_special_method_stops(tree: Path) -> None:
-    line = _append(
-        tree / "sync_fixtures/_async/_client.py",
-        "\n    def __getattr__(self, name: str) -> Any:\n        raise AttributeError(name)\n",
-    )
     assert _error(tree) == (
-        f"sync_fixtures/_async/_client.py:{line + 1}: "
-        "AsyncLoyaltyLayer.__getattr__: no sync twin for this special method"
+        f"loyaltylayer/_async/_client.py:{line + 1}: parameter 'session' is loop-bound: "
+        "list it in DROPPED"
     )
 
 
-def test_the_cli_reports_errors_with_exit_status_2(tree: Path) -> None:
-    _append(tree / "sync_fixtures/_async/_client.py", "\n    x = 1\n")
-    result = _run(*sync_fixtures.regenerate(tree))
-    assert result.returncode == 2
-    assert "gen_sync: sync_fixtures/_async/_client.py:" in result.stderr
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (
+            "def __getattr__(self, name: str) -> Any:\n        raise AttributeError(name)",
+            "AsyncLoyaltyLayer.__getattr__: no sync twin for this special method",
+        ),
+        (
+            "@staticmethod\n    def helper() -> int:\n        return 1",
+            "AsyncLoyaltyLayer.helper: cannot mirror decorators ['staticmethod']",
+        ),
+        ("limit: int = 3", "AsyncLoyaltyLayer: cannot mirror this class-level statement"),
+        (
+            "async def status(self, pass_id: str, /) -> str:\n        return pass_id",
+            "status: positional-only and *args are not mirrored",
+        ),
+    ],
+    ids=["special-method", "staticmethod", "attribute", "positional-only"],
+)
+def test_what_the_classes_do_not_use_is_refused(tree: Path, member: str, message: str) -> None:
+    line = _append(tree, "_client", f"\n    {member}\n")
+    first = line + 1 + member.startswith("@")  # a function's line is its `def`'s
+    assert _error(tree).startswith(f"loyaltylayer/_async/_client.py:{first}:")
+    assert _error(tree).endswith(message)
 
 
-def test_a_member_marked_skip_is_left_out(tree: Path) -> None:
+def test_accessors_returning_mirrored_classes_are_wrapped(tree: Path) -> None:
+    """What ``with_options`` and ``with_raw_response`` (issue 18) will need: a sync method
+    returning ``Self`` and a property returning a mirrored class, wrapped without tracking."""
     _append(
-        tree / "sync_fixtures/_async/_resources.py",
-        "\n    async def internal(self) -> AsyncWidget:  # sync-facade: skip\n"
-        "        raise NotImplementedError\n",
+        tree,
+        "_client",
+        "\n    def with_options(self, *, timeout: float | None = None) -> Self:\n"
+        '        """A client sharing this one\'s session."""\n'
+        "        return self\n"
+        "\n    @property\n    def raw(self) -> AsyncPasses:\n"
+        '        """Passes, raw."""\n'
+        "        return self._passes\n",
     )
-    files = gen_sync._Renderer(sync_fixtures.manifest(gen_sync, tree)).render()
-    assert "internal" not in files[tree / "sync_fixtures/_sync/_resources.py"]
+    client = gen_sync.render(tree)[tree / "loyaltylayer/_sync/_client.py"]
+    assert (
+        "    def with_options(self, *, timeout: float | None = None) -> Self:\n"
+        '        """A client sharing this one\'s session."""\n'
+        "        return type(self)._wrap(self._async.with_options(timeout=timeout), self)\n"
+    ) in client
+    assert "        return Passes._wrap(self._async.raw, self)\n" in client
+    assert "        if owner is None:\n            _portal.track(facade, inner)\n" in client
 
 
 def test_the_output_is_lint_and_format_clean() -> None:
-    paths = ["loyaltylayer/_sync", "tests/sync_fixtures/_sync"]
-    check = _run(sys.executable, "-m", "ruff", "check", *paths)
-    assert check.returncode == 0, check.stdout
-    formatted = _run(sys.executable, "-m", "ruff", "format", "--check", *paths)
-    assert formatted.returncode == 0, formatted.stdout
-
-
-def test_a_public_class_attribute_becomes_a_read_only_property(tree: Path) -> None:
-    _append(tree / "sync_fixtures/_async/_resources.py", "\n    page_size: int = 50\n")
-    files = gen_sync._Renderer(sync_fixtures.manifest(gen_sync, tree)).render()
-    assert (
-        "    @property\n    def page_size(self) -> int:\n        return self._async.page_size\n"
-        in files[tree / "sync_fixtures/_sync/_resources.py"]
-    )
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "loyaltylayer/_sync"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout

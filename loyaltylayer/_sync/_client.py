@@ -36,7 +36,8 @@ class LoyaltyLayer:
         facade = cls.__new__(cls)
         facade._async = inner
         facade._owner = owner
-        _portal.track(facade, inner)
+        if owner is None:
+            _portal.track(facade, inner)
         return facade
 
     def __init__(

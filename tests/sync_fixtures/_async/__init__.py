@@ -1,1 +1,0 @@
-"""The fixture's async implementation (the generator's input)."""

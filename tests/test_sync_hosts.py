@@ -1,0 +1,279 @@
+"""The sync client inside the hosts our users run it in, each a real process against a sandbox
+process: gunicorn and uWSGI (pre-fork, with a call at import), Celery prefork, multiprocessing,
+Jupyter, and many threads. See ``hosts.py`` for the harness."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hosts import (
+    BAD_OUTPUT,
+    FORK_WARNING,
+    celery_worker,
+    create_pass,
+    execute_notebook,
+    free_port,
+    host_env,
+    run_script,
+    serve,
+    unexpected,
+    wait_for_log,
+    write,
+)
+from sandbox_process import SandboxProcess
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX hosts"),
+]
+
+WSGI_APP = """
+import os
+
+import loyaltylayer as ll
+
+client = ll.LoyaltyLayer.from_env(rate_limit=None)
+PASS_ID = os.environ["PASS_ID"]
+client.passes.status(PASS_ID)  # at import: in a pre-fork server, in the parent
+if os.environ.get("SHUTDOWN_AFTER_IMPORT"):  # docs/sync.md's uWSGI recipe
+    ll.shutdown_portal()
+
+
+def app(environ, start_response):
+    body = f"{os.getpid()} {client.passes.status(PASS_ID).pass_id}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[tuple[str, str]]:
+    """The sandbox's URL and a pass in it."""
+    process = SandboxProcess("--rate-key", "off")
+    yield process.url, create_pass(process.url)
+    process.close()
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    write(tmp_path, "app.py", WSGI_APP)
+    return tmp_path
+
+
+def _gunicorn(port: int, *options: str) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind",
+        f"127.0.0.1:{port}", "--graceful-timeout", "10", *options, "app:app",
+    ]  # fmt: skip
+
+
+def _answered_by_workers(answers: list[str], pass_id: str, parent: int) -> None:
+    pids = {answer.split()[0] for answer in answers}
+    assert [answer.split()[1:] for answer in answers] == [[pass_id]] * len(answers), answers
+    assert str(parent) not in pids
+
+
+def _clean(log: str) -> None:
+    assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_OUTPUT)], log
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_gunicorn_preload(sandbox: tuple[str, str], app_dir: Path, worker: str) -> None:
+    url, pass_id = sandbox
+    port = free_port()
+    command = _gunicorn(port, "--worker-class", worker, "--threads", "4")
+    with serve(command, port=port, env=host_env(url, pass_id, app_dir), cwd=app_dir) as server:
+        _answered_by_workers(server.get_many(40), pass_id, server.process.pid)
+    assert server.returncode == 0
+    _clean(server.log)
+
+
+def test_gunicorn_preload_with_shutdown_portal_before_fork(
+    sandbox: tuple[str, str], app_dir: Path
+) -> None:
+    """docs/sync.md's recipe: the workers inherit no thread, and the module-level client works."""
+    url, pass_id = sandbox
+    write(
+        app_dir,
+        "conf.py",
+        """
+        import loyaltylayer as ll
+
+        def pre_fork(server, worker):
+            ll.shutdown_portal()
+        """,
+    )
+    port = free_port()
+    command = _gunicorn(port, "--config", "conf.py")
+    with serve(command, port=port, env=host_env(url, pass_id, app_dir), cwd=app_dir) as server:
+        _answered_by_workers(server.get_many(20), pass_id, server.process.pid)
+    assert server.returncode == 0
+    _clean(server.log)
+
+
+def test_uwsgi_threads_forked_without_at_fork_hooks(
+    sandbox: tuple[str, str], app_dir: Path
+) -> None:
+    """uWSGI loads the app in its master and forks the workers itself, without Python's at-fork
+    hooks: each worker must tell by its pid that the portal it inherited is not its own.
+
+    The app stops the portal's thread after its call at import, as docs/sync.md says: uWSGI
+    takes the GIL in a new worker before telling Python about the fork, so a worker forked while
+    another thread of the master held the GIL hangs (unbit/uwsgi#1149, #1369)."""
+    url, pass_id = sandbox
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "uwsgi"), "--http-socket", f"127.0.0.1:{port}",
+        "--master", "--processes", "2", "--threads", "8", "--wsgi-file", "app.py",
+        "--callable", "app", "--need-app", "--die-on-term", "--disable-logging",
+        "--worker-reload-mercy", "10",
+    ]  # fmt: skip
+    env = host_env(url, pass_id, app_dir) | {"SHUTDOWN_AFTER_IMPORT": "1"}
+    with serve(command, port=port, env=env, cwd=app_dir) as server:
+        _answered_by_workers(server.get_many(200, concurrency=16), pass_id, server.process.pid)
+    assert server.returncode is not None
+    assert server.returncode >= 0  # it stopped by itself, not killed
+    _clean(server.log)
+
+
+def test_celery_prefork(sandbox: tuple[str, str], tmp_path: Path, redis_url: str) -> None:
+    from celery import Celery
+
+    url, pass_id = sandbox
+    write(
+        tmp_path,
+        "tasks.py",
+        """
+        import os
+
+        from celery import Celery
+
+        import loyaltylayer as ll
+
+        app = Celery("tasks", broker=os.environ["REDIS_URL"], backend=os.environ["REDIS_URL"])
+        client = ll.LoyaltyLayer.from_env(rate_limit=None)
+        client.passes.status(os.environ["PASS_ID"])  # at import, in the parent
+
+
+        @app.task
+        def status(pass_id):
+            return f"{os.getpid()} {client.passes.status(pass_id).pass_id}"
+        """,
+    )
+    env = host_env(url, pass_id, tmp_path) | {"REDIS_URL": redis_url}
+    worker = celery_worker(tmp_path, env)
+    try:
+        wait_for_log(tmp_path / "worker.log", "ready.", worker, timeout=60)
+        app = Celery("tasks", broker=redis_url, backend=redis_url)
+        results = [app.send_task("tasks.status", args=[pass_id]) for _ in range(12)]
+        answers = [result.get(timeout=60) for result in results]
+        app.close()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    _answered_by_workers(answers, pass_id, worker.pid)
+    assert worker.returncode == 0
+    _clean((tmp_path / "worker.log").read_text())
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing(sandbox: tuple[str, str], tmp_path: Path, method: str) -> None:
+    url, pass_id = sandbox
+    write(
+        tmp_path,
+        "work.py",
+        """
+        import os
+
+        import loyaltylayer as ll
+
+        client = ll.LoyaltyLayer.from_env(rate_limit=None)
+
+
+        def status(_):
+            return os.getpid(), client.passes.status(os.environ["PASS_ID"]).pass_id
+        """,
+    )
+    result = run_script(
+        f"""
+        import multiprocessing, os
+        import work
+
+        work.status(0)  # the parent's portal thread runs when the pool forks
+        with multiprocessing.get_context({method!r}).Pool(2) as pool:
+            results = pool.map(work.status, range(8))
+        print(os.getpid() not in {{pid for pid, _ in results}}, {{p for _, p in results}})
+        print(work.status(0)[1])
+        """,
+        host_env(url, pass_id, tmp_path),
+        "-X", "dev", "-W", "error", "-W", FORK_WARNING,
+    )  # fmt: skip
+    assert (result.returncode, unexpected(result.stderr)) == (0, "")
+    assert result.stdout == f"True {{'{pass_id}'}}\n{pass_id}\n"
+
+
+def test_jupyter_notebook(sandbox: tuple[str, str], tmp_path: Path) -> None:
+    """A cell runs in the kernel's event loop: the sync client works there without a warning;
+    the async client is awaited at top level."""
+    url, pass_id = sandbox
+    outputs = execute_notebook(
+        [
+            """
+            import os
+            import loyaltylayer as ll
+
+            client = ll.LoyaltyLayer.from_env(rate_limit=None)
+            print("sync", client.passes.status(os.environ["PASS_ID"]).pass_id)
+            """,
+            """
+            async with ll.AsyncLoyaltyLayer.from_env(rate_limit=None) as aclient:
+                found = await aclient.passes.status(os.environ["PASS_ID"])
+            print("async", found.pass_id)
+            """,
+            """
+            print("sync", client.passes.status(os.environ["PASS_ID"]).pass_id)
+            client.close()
+            """,
+        ],
+        tmp_path,
+        host_env(url, pass_id),
+    )
+    assert [
+        [(output["output_type"], output.get("name"), "".join(output["text"])) for output in cell]
+        for cell in outputs
+    ] == [[("stream", "stdout", f"{kind} {pass_id}\n")] for kind in ("sync", "async", "sync")]
+
+
+def test_64_threads_50_calls_each(sandbox: tuple[str, str]) -> None:
+    url, pass_id = sandbox
+    result = run_script(
+        """
+        import os, threading
+        import loyaltylayer as ll
+
+        client = ll.LoyaltyLayer.from_env(rate_limit=None)
+        results = []
+
+        def work():
+            for _ in range(50):
+                results.append(client.passes.status(os.environ["PASS_ID"]).pass_id)
+
+        threads = [threading.Thread(target=work) for _ in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        names = [thread.name for thread in threading.enumerate()]
+        print(len(results), set(results), names.count("loyaltylayer-io"))
+        """,
+        host_env(url, pass_id),
+        "-W",
+        "error",
+    )
+    assert (result.returncode, unexpected(result.stderr)) == (0, "")
+    assert result.stdout == f"3200 {{'{pass_id}'}} 1\n"
