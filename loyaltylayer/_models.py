@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -63,14 +62,6 @@ def _check_str(errors: dict[str, str], field: str, value: object, *, lo: int, hi
         )
         return False
     return True
-
-
-reading_server_data: ContextVar[bool] = ContextVar(
-    "loyaltylayer_reading_server_data", default=False
-)
-"""Set while cattrs' hooks explain why a reply was rejected: what the server sends is read
-tolerantly, never validated as user input. (The readers in ``_convert`` build replies without
-calling ``__init__``, so they need no flag.)"""
 
 
 def _raise_if(errors: dict[str, str]) -> None:
@@ -165,8 +156,6 @@ class Holder:
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if reading_server_data.get():
-            return
         errors: dict[str, str] = {}
         _check_holder(errors, "holder.", self, partial=False)
         _raise_if(errors)
