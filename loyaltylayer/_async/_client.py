@@ -20,9 +20,9 @@ from .._config import (
     env,
 )
 from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord, MemoryCheckpoint
-from .._errors import ConfigurationError, ValidationError
+from .._errors import ConfigurationError
 from .._logging import configure_from_env
-from .._models import check_id
+from .._models import check_id, raise_if_invalid
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
 from .._transport import Transport
@@ -70,8 +70,7 @@ class AsyncLoyaltyLayer:
             errors["deadline"] = "must be a positive number of seconds, or None"
         if rate_limit is not None and not isinstance(rate_limit, RateLimit | Limiter):
             errors["rate_limit"] = "must be a loyaltylayer.RateLimit, a limiter, or None"
-        if errors:
-            raise ValidationError(errors)
+        raise_if_invalid(errors)
         base_url = check_url("base_url", base_url)
         configure_from_env()
         self._transport = Transport(
@@ -184,8 +183,7 @@ class AsyncLoyaltyLayer:
             errors["concurrency"] = "must be a whole number, 1 or more"
         if not isinstance(max_wait, int | float) or max_wait < 0:
             errors["max_wait"] = "must be a number of seconds, 0 or more"
-        if errors:
-            raise ValidationError(errors)
+        raise_if_invalid(errors)
         outcomes = run_enrollment(
             self._cards,
             self._passes,
