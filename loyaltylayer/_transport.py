@@ -178,6 +178,7 @@ class Transport:
         max_retries: int,
         deadline: float | None,
         rate_limit: RateLimit | Limiter | None,
+        close_limiter: bool,
         session: aiohttp.ClientSession | None,
         token_cache: TokenCache | None,
         backoff_base: float = 0.5,
@@ -194,8 +195,7 @@ class Transport:
         self._deadline = deadline
         self._rate_limit = rate_limit
         self._limiter: Limiter | None = None
-        self.owns_limiter = False
-        """Set when the client made its limiter (from the environment) and must close it."""
+        self._close_limiter = close_limiter
         self._session = session
         self._session_pid = os.getpid()
         self._owns_session = session is None
@@ -287,8 +287,8 @@ class Transport:
                 bury(session)
             else:
                 await session.close()
-        if self.owns_limiter and isinstance(self._rate_limit, Limiter):
-            self.owns_limiter = False
+        if self._close_limiter and isinstance(self._rate_limit, Limiter):
+            self._close_limiter = False
             await self._rate_limit.aclose()
 
     def _session_for_loop(self) -> aiohttp.ClientSession:

@@ -42,6 +42,9 @@ class AsyncLoyaltyLayer:
     that talks to the same host), retries with backoff, and typed errors. Nothing tied to an
     event loop is made here: the HTTP session is opened by the first request, on its loop.
     Use it as a context manager, or call :meth:`close` when done.
+
+    A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
+    open, unless ``close_limiter=True`` hands it to this client.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class AsyncLoyaltyLayer:
         rate_limit: RateLimit | Limiter | None = DEFAULT_RATE_LIMIT,
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
+        close_limiter: bool = False,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         errors: dict[str, str] = {}
@@ -70,6 +74,10 @@ class AsyncLoyaltyLayer:
             errors["deadline"] = "must be a positive number of seconds, or None"
         if rate_limit is not None and not isinstance(rate_limit, RateLimit | Limiter):
             errors["rate_limit"] = "must be a loyaltylayer.RateLimit, a limiter, or None"
+        if not isinstance(close_limiter, bool):
+            errors["close_limiter"] = "must be True or False"
+        elif close_limiter and not isinstance(rate_limit, Limiter):
+            errors["close_limiter"] = "is for a limiter given as rate_limit"
         raise_if_invalid(errors)
         base_url = check_url("base_url", base_url)
         configure_from_env()
@@ -82,6 +90,7 @@ class AsyncLoyaltyLayer:
             max_retries=max_retries,
             deadline=deadline,
             rate_limit=rate_limit,
+            close_limiter=close_limiter,
             session=session,
             token_cache=token_cache,
         )
@@ -117,14 +126,12 @@ class AsyncLoyaltyLayer:
         if missing:
             raise ConfigurationError(f"set {', '.join(missing)} in the environment")
         redis_url = env(ENV_REDIS_URL)
-        owns_limiter = redis_url is not None and "rate_limit" not in overrides
-        if redis_url is not None and owns_limiter:
+        if redis_url is not None and "rate_limit" not in overrides:
             from ..contrib.redis import RedisRateLimiter
 
             settings["rate_limit"] = RedisRateLimiter.from_url(redis_url)
-        client = cls(**(settings | overrides))
-        client._transport.owns_limiter = owns_limiter
-        return client
+            settings["close_limiter"] = True
+        return cls(**(settings | overrides))
 
     @property
     def cards(self) -> AsyncCards:

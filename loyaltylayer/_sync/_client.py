@@ -26,6 +26,9 @@ class LoyaltyLayer:
     that talks to the same host), retries with backoff, and typed errors. Nothing tied to an
     event loop is made here: the HTTP session is opened by the first request, on its loop.
     Use it as a context manager, or call :meth:`close` when done.
+
+    A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
+    open, unless ``close_limiter=True`` hands it to this client.
     """
 
     _async: AsyncLoyaltyLayer
@@ -51,6 +54,7 @@ class LoyaltyLayer:
         rate_limit: RateLimit | Limiter | None = DEFAULT_RATE_LIMIT,
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
+        close_limiter: bool = False,
     ) -> None:
         self._async = AsyncLoyaltyLayer(
             client_id=client_id,
@@ -62,6 +66,7 @@ class LoyaltyLayer:
             rate_limit=rate_limit,
             deadline=deadline,
             token_cache=token_cache,
+            close_limiter=close_limiter,
         )
         _portal.track(self, self._async)
 
