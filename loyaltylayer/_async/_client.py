@@ -25,7 +25,7 @@ from .._logging import configure_from_env
 from .._models import check_id, raise_if_invalid
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
-from .._transport import Transport
+from .._transport import RequestOptions, Transport
 from ._enroll import run_enrollment
 from ._resources import AsyncCards, AsyncPasses
 
@@ -86,9 +86,9 @@ class AsyncLoyaltyLayer:
             auth_url=check_url("auth_url", auth_url) if auth_url is not None else base_url,
             client_id=client_id,
             client_secret=client_secret,
-            timeout=float(timeout),
-            max_retries=max_retries,
-            deadline=deadline,
+            options=RequestOptions(
+                timeout=float(timeout), max_retries=max_retries, deadline=deadline
+            ),
             rate_limit=rate_limit,
             close_limiter=close_limiter,
             session=session,
