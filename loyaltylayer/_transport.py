@@ -33,7 +33,6 @@ from typing import Any, TypeGuard
 
 import aiohttp
 import attrs
-import backoff
 
 from ._auth import IssuedToken, TokenManager
 from ._errors import (
@@ -309,6 +308,8 @@ class Transport:
         more; the loop's first round hands over that attempt's ``failure`` instead of making one.
         Attempts made in the loop end at the deadline, their token and lease waits included.
         """
+        import backoff  # with the first failure: a call that succeeds never needs it
+
         failures = [failure]
 
         async def next_attempt() -> Response:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
@@ -19,15 +19,16 @@ from .._config import (
     check_url,
     env,
 )
-from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord, MemoryCheckpoint
 from .._errors import ConfigurationError
 from .._logging import configure_from_env
 from .._models import check_id, raise_if_invalid
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
 from .._transport import RequestOptions, Transport
-from ._enroll import run_enrollment
-from ._resources import AsyncCards, AsyncPasses
+
+if TYPE_CHECKING:
+    from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
+    from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["AsyncLoyaltyLayer"]
 
@@ -94,6 +95,9 @@ class AsyncLoyaltyLayer:
             session=session,
             token_cache=token_cache,
         )
+        # The resources, and cattrs with them, load with the first client.
+        from ._resources import AsyncCards, AsyncPasses
+
         self._cards = AsyncCards(self._transport)
         self._passes = AsyncPasses(self._transport)
 
@@ -191,6 +195,10 @@ class AsyncLoyaltyLayer:
         if not isinstance(max_wait, int | float) or max_wait < 0:
             errors["max_wait"] = "must be a number of seconds, 0 or more"
         raise_if_invalid(errors)
+        # The engine loads with the first job: most programs never enroll.
+        from .._enroll_models import MemoryCheckpoint
+        from ._enroll import run_enrollment
+
         outcomes = run_enrollment(
             self._cards,
             self._passes,

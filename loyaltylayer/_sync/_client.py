@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .. import _portal
 from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer
-from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
 from ._resources import Cards, Passes
 
+if TYPE_CHECKING:
+    from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
 __all__ = ["LoyaltyLayer"]
 
 
