@@ -11,9 +11,8 @@ to a typed error, and for an error the retry decision: a 429 pauses every call o
 as long as the server said, and backoff's loop either gives up or waits (see :func:`_waits`)
 before the next attempt.
 
-The overall ``deadline`` counts from the call's first lease: time spent queueing for the rate
-limiter before it is free, so a thousand calls gathered at once do not time out merely for
-waiting their turn.
+The overall ``deadline`` counts from the call's first lease, not from the call: a thousand
+calls gathered at once do not time out merely for queueing for the rate limiter.
 """
 
 from __future__ import annotations
@@ -284,7 +283,8 @@ class Transport:
     async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
         """One attempt: token -> lease -> send -> map. A token the server says has expired is
         replaced, and the attempt made again, once."""
-        session = self._session_for_loop()  # first: a forked child also drops the token refresh
+        # Before the token: in a forked child, this also drops the parent's token refresh.
+        session = self._session_for_loop()
         token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
         async with self.limiter.lease(priority=call.priority):
             if call.deadline_at is None and call.options.deadline is not None:
