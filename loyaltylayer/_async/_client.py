@@ -110,7 +110,7 @@ class AsyncLoyaltyLayer:
         (and the optional ``_AUTH_URL`` and ``_REDIS_URL``); keyword arguments override them.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
-        process using that URL.
+        process using that URL; the client closes the limiter it makes for it.
         """
         settings: dict[str, Any] = {
             "client_id": env(ENV_CLIENT_ID),

@@ -80,7 +80,7 @@ class LoyaltyLayer:
         (and the optional ``_AUTH_URL`` and ``_REDIS_URL``); keyword arguments override them.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
-        process using that URL.
+        process using that URL; the client closes the limiter it makes for it.
         """
         return cls._wrap(AsyncLoyaltyLayer.from_env(**overrides))
 
