@@ -6,18 +6,10 @@ methods, no ``await``), ``loyaltylayer.sandbox`` for a local server to develop a
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._async._client import AsyncLoyaltyLayer
-from ._async._resources import AsyncCards, AsyncPasses
-from ._cards import encrypt_card
-from ._enroll_models import (
-    EnrollCheckpoint,
-    EnrollOutcome,
-    EnrollProgress,
-    EnrollRecord,
-    MemoryCheckpoint,
-)
 from ._errors import (
     AlreadyCancelledError,
     APIConnectionError,
@@ -61,11 +53,20 @@ from ._models import (
 )
 from ._portal import SyncInAsyncWarning, shutdown_portal
 from ._ratelimit import Limiter, RateLimit
-from ._sync import Cards, LoyaltyLayer, Passes
 from ._tokencache import TokenCache
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._async._resources import AsyncCards, AsyncPasses
+    from ._cards import encrypt_card
+    from ._enroll_models import (
+        EnrollCheckpoint,
+        EnrollOutcome,
+        EnrollProgress,
+        EnrollRecord,
+        MemoryCheckpoint,
+    )
+    from ._sync import Cards, LoyaltyLayer, Passes
     from .contrib.redis import RedisRateLimiter, RedisTokenCache
 
 __all__ = [
@@ -128,13 +129,29 @@ __all__ = [
     "shutdown_portal",
 ]
 
-_LAZY = {"RedisRateLimiter", "RedisTokenCache"}
+_LAZY = {
+    "AsyncCards": "._async._resources",
+    "AsyncPasses": "._async._resources",
+    "Cards": "._sync",
+    "EnrollCheckpoint": "._enroll_models",
+    "EnrollOutcome": "._enroll_models",
+    "EnrollProgress": "._enroll_models",
+    "EnrollRecord": "._enroll_models",
+    "LoyaltyLayer": "._sync",
+    "MemoryCheckpoint": "._enroll_models",
+    "Passes": "._sync",
+    "RedisRateLimiter": ".contrib.redis",
+    "RedisTokenCache": ".contrib.redis",
+    "encrypt_card": "._cards",
+}
+"""Names loaded on first use, from the module that defines them: the Redis ones need an
+optional extra, and the others bring in what only some programs use (cattrs and the readers
+with the resources, card encryption, the sync facade, the enrollment job's models)."""
 
 
 def __getattr__(name: str) -> Any:
-    """Names whose imports need an optional extra are loaded on first use."""
     if name in _LAZY:
-        from .contrib import redis
-
-        return getattr(redis, name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'loyaltylayer' has no attribute {name!r}")

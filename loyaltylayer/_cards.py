@@ -42,7 +42,7 @@ def choose_key(keys: EncryptionKeySet) -> EncryptionKey:
 
 @functools.cache
 def _rsa_key_type() -> type[RSAKey]:
-    # Deferred: joserfc imports cryptography (~70 ms), which `import loyaltylayer` should not pay.
+    # Deferred: joserfc imports cryptography, which only a program that encrypts cards needs.
     from joserfc.jwk import RSAKey
 
     return RSAKey

@@ -3,23 +3,28 @@
 Replies are read tolerantly: fields this SDK does not know are kept in ``extra``, unknown pass
 types become :class:`UnknownPass`, unknown statuses stay strings. Types are read strictly
 (cattrs' default hooks would turn ``None`` into ``"None"``), so a reply that breaks the
-contract raises :class:`UnexpectedResponseError` with a path to the bad field, never a bare
-``KeyError`` and never a silently wrong value.
+contract raises :class:`UnexpectedResponseError` naming every bad field by its path, never a
+bare ``KeyError`` and never a silently wrong value.
 
-Every reply is read by a *reader*: a structure hook compiled per model to straight-line code that
-checks plain fields and parses the usual timestamps, dates, statuses and string maps inline,
-calls the converter's hooks only for nested models and unusual values, and fills the frozen
-instance without calling its ``__init__``. cattrs' own generated hooks call one function per
-field (two for ``X | None``), which measured as most of the SDK's CPU per request. A reply a
-reader rejects is read again by cattrs' hooks with detailed validation, which say where it is
-wrong; ``tests/test_convert.py`` checks on random replies that the two accept and build the
-same things.
+Each reply model is read by a structure hook generated for it by :func:`_reader` and
+registered with the converter: straight-line code that checks plain fields and parses the usual
+timestamps, dates, statuses and string maps inline, and calls the converter's hooks for nested
+models and for anything unusual. It fills the frozen instance as attrs' own ``__init__`` does,
+without calling it: ``__init__`` validates what a user gives, never what a server sends. Its
+source is registered in ``linecache``, as attrs does for the methods it writes, so tracebacks
+and debuggers show it.
+
+cattrs' own generated hooks (``make_dict_structure_fn``) read replies to the same values
+(``tests/test_convert.py`` checks it on random replies), at about twice the cost per reply,
+which the per-request overhead (benchmark figure 3) cannot afford: see ``docs/benchmarks.md``.
+
+``import loyaltylayer`` does not import this module, nor cattrs: the first client does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
+import linecache
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -27,10 +32,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
-from cattrs.cols import list_structure_factory
-from cattrs.errors import CattrsError, ClassValidationError, IterableValidationError
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-from cattrs.v import format_exception
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from ._errors import UnexpectedResponseError
 from ._models import (
@@ -46,7 +48,6 @@ from ._models import (
     PassStatus,
     PriorityPass,
     UnknownPass,
-    reading_server_data,
 )
 
 __all__ = ["PASS_TYPES", "structure", "structure_pass", "unstructure"]
@@ -60,8 +61,38 @@ PASS_TYPES: dict[str, type[Pass]] = {
 }
 
 _CLIENT_SIDE = frozenset({"extra", "raw", "idempotency_key", "replayed"})
+"""Fields of reply models that the client fills: a key of that name in a reply goes to ``extra``."""
 
 converter = cattrs.Converter(detailed_validation=False)
+
+
+class _Rejected(Exception):
+    """A reply, or a part of one, that breaks the contract: each bad field's path and error."""
+
+    def __init__(self, errors: list[tuple[str, Exception]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{_reason(error)} @ reply{path}" for path, error in errors))
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return "required field missing"
+    if isinstance(error, TypeError | ValueError) and error.args:
+        return str(error)
+    return type(error).__name__
+
+
+def _failed(
+    errors: list[tuple[str, Exception]] | None, where: str, error: Exception
+) -> list[tuple[str, Exception]]:
+    """``errors`` and the ``error`` met at ``where`` (``.field`` or ``[index]``); a nested
+    model's or list's own errors keep their paths, under ``where``."""
+    errors = errors or []
+    if isinstance(error, _Rejected):
+        errors += [(where + path, nested) for path, nested in error.errors]
+    else:
+        errors.append((where, error))
+    return errors
 
 
 def _strict(value: Any, typ: type[Any]) -> Any:
@@ -91,6 +122,7 @@ _STATUSES = {status.value: status for status in PassStatus}
 
 
 def _status(value: Any, _: type[Any]) -> PassStatus:
+    """A status this SDK does not know yet is kept as it is, not refused."""
     if not isinstance(value, str):
         raise TypeError(f"expected a status string, got {type(value).__name__}")
     return _STATUSES.get(value) or PassStatus(value)
@@ -100,28 +132,39 @@ def _not_an_object(data: Any) -> None:
     raise TypeError(f"expected an object, got {type(data).__name__}")
 
 
-def _split(cls: type[Any], data: Any) -> dict[str, Any]:
-    """The known fields of ``data``, with every other key gathered under ``extra``."""
-    if not isinstance(data, Mapping):
-        _not_an_object(data)
-    known = _KNOWN[cls]
-    unknown = data.keys() - known
-    if not unknown:
-        return {**data, "extra": {}}
-    fields = {key: value for key, value in data.items() if key in known}
-    fields["extra"] = {key: data[key] for key in unknown}
-    return fields
+def _is_list(typ: Any) -> bool:
+    return typing.get_origin(typ) is list
 
 
-def _keeping_extra(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any, type[T]], T]:
-    """A cattrs structure hook that keeps every key ``cls`` does not know in ``extra``."""
-    base = make_dict_structure_fn(cls, conv)
+def _strict_lists(typ: Any, conv: cattrs.Converter) -> Callable[[Any, Any], list[Any]]:
+    """A list in a reply must be a JSON array (cattrs' list hook iterates whatever it is given:
+    ``{}`` would read as ``[]``); a bad item is named by its index."""
+    (item_type,) = typing.get_args(typ)
+    structure_item = conv.get_structure_hook(item_type)
 
-    def structure_one(data: Any, _: type[T]) -> T:
-        return base(_split(cls, data), cls)
+    def structure_list(value: Any, _: Any) -> list[Any]:
+        if type(value) is not list:
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        items: list[Any] = []
+        errors = None
+        for index, item in enumerate(value):
+            try:
+                items.append(structure_item(item, item_type))
+            except Exception as error:
+                errors = _failed(errors, f"[{index}]", error)
+        if errors:
+            raise _Rejected(errors)
+        return items
 
-    return structure_one
+    return structure_list
 
+
+converter.register_structure_hook_factory(_is_list, _strict_lists)
+for _primitive in (str, int, float, bool):
+    converter.register_structure_hook(_primitive, _strict)
+converter.register_structure_hook(PassStatus, _status)
+converter.register_structure_hook(dt.datetime, _aware_datetime)
+converter.register_structure_hook(dt.date, _date)
 
 _CHECKED_INLINE = (str, int, bool)
 """Field types a reader checks itself (``type(value) is T``, as ``_strict`` does)."""
@@ -140,22 +183,24 @@ the converter's hook, which parses the rest or raises the error that says what i
 
 
 def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
-    """A structure hook for the reply model ``cls``, compiled to straight-line code.
+    """A structure hook for the reply model ``cls``, generated as straight-line code.
 
-    It reads what ``_keeping_extra`` reads, to the same values. The fields named in ``given``
-    are not read: they are keyword-only parameters of the reader, passed on as they are.
+    Every field of the model is read from the reply, but ``extra`` (the keys the model does not
+    know) and the fields named in ``given``: those are keyword-only parameters of the reader,
+    taken as they are. Each field is read in its own ``try``, so a reply with bad fields raises
+    one :class:`_Rejected` naming all of them.
 
-    The instance is filled as ``attrs``' own ``__init__`` fills a frozen class, without calling
-    it: its validation is for what a user gives, never for what a server sends, and calling a
-    class with a keyword per field cost more than reading the fields.
+    The instance is filled as attrs' own ``__init__`` fills a frozen class, without calling it:
+    its validation is for what a user gives, never for what a server sends, and calling a class
+    with a keyword per field costs more than reading the fields.
     """
+    fields = attrs.fields(cast(type[Any], cls))
     hints = typing.get_type_hints(cls)
-    known = _KNOWN[cls]
     # Every name of the generated code but the parameters in `given` starts with an underscore,
     # so that no field's name (an attrs init parameter never does) can shadow one.
     namespace: dict[str, Any] = {
         "_cls": cls,
-        "_known": known,
+        "_known": frozenset(field.name for field in fields) - _CLIENT_SIDE,
         "_Mapping": Mapping,
         "_dict": dict,
         "_str": str,
@@ -164,6 +209,8 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
         "_isinstance": isinstance,
         "_not_an_object": _not_an_object,
         "_strict": _strict,
+        "_failed": _failed,
+        "_Rejected": _Rejected,
         "_new": object.__new__,
         "_setter": object.__setattr__.__get__,
         "_datetime": dt.datetime.fromisoformat,
@@ -178,16 +225,17 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
         "        _not_an_object(_o)",
         "    _extra = {} if _known.issuperset(_o) else "
         "{_k: _v for _k, _v in _o.items() if _k not in _known}",
+        "    _errors = None",
     ]
     setting = ["    _r = _new(_cls)", "    _set = _setter(_r)"]
-    for index, field in enumerate(attrs.fields(cast(type[Any], cls))):
+    for index, field in enumerate(fields):
         if field.name == "extra":
             setting.append("    _set('extra', _extra)")
             continue
         if field.name in given:
             setting.append(f"    _set({field.name!r}, {field.name})")
             continue
-        if field.name not in known:
+        if field.name in _CLIENT_SIDE:
             raise TypeError(f"{cls.__name__}.{field.name}: a reader has no value for it")
         value, typ_name, hook = f"_v{index}", f"_t{index}", f"_h{index}"
         typ = hints[field.name]
@@ -195,79 +243,40 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
         if optional:
             (typ,) = (arg for arg in typing.get_args(typ) if arg is not type(None))
         if field.default is attrs.NOTHING:
-            lines.append(f"    {value} = _o[{field.name!r}]")
+            read = [f"{value} = _o[{field.name!r}]"]
         elif optional and field.default is None:
-            lines.append(f"    {value} = _o.get({field.name!r})")
+            read = [f"{value} = _o.get({field.name!r})"]
         else:
             raise TypeError(f"{cls.__name__}.{field.name}: a reply field is required or None")
         namespace[typ_name] = typ
         if typ in _CHECKED_INLINE:
             guard = f"{value} is not None and " if optional else ""
-            lines.append(f"    if {guard}_type({value}) is not {typ_name}:")
-            lines.append(f"        _strict({value}, {typ_name})  # raises")
+            read += [
+                f"if {guard}_type({value}) is not {typ_name}:",
+                f"    _strict({value}, {typ_name})",
+            ]
         else:
             namespace[hook] = converter.get_structure_hook(typ)
             parse = _PARSED_INLINE.get(typ, "{v} = {hook}({v}, {t})")
             guard = f"if {value} is not None: " if optional else ""
-            lines.append(f"    {guard}{parse.format(v=value, hook=hook, t=typ_name)}")
+            read.append(guard + parse.format(v=value, hook=hook, t=typ_name))
+        lines += [
+            "    try:",
+            *(f"        {line}" for line in read),
+            "    except Exception as _e:",
+            f"        _errors = _failed(_errors, {'.' + field.name!r}, _e)",
+        ]
         setting.append(f"    _set({field.name!r}, {value})")
-    lines += [*setting, "    return _r"]
-    exec(compile("\n".join(lines), f"<loyaltylayer reader {cls.__name__}>", "exec"), namespace)
-    read: Callable[..., T] = namespace["read"]
-    return read
+    lines += ["    if _errors:", "        raise _Rejected(_errors)", *setting, "    return _r"]
+    source = "\n".join(lines)
+    filename = f"<loyaltylayer reader {cls.__module__}.{cls.__qualname__}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    reader: Callable[..., T] = namespace["read"]
+    return reader
 
 
-_READ_BY_TYPE = (Holder, EncryptionKey, EncryptionKeySet, CardToken)
-"""Reply models read through the converter (nested ones first); passes have their own readers."""
-_TOLERANT = (*_READ_BY_TYPE, *PASS_TYPES.values())
-_KNOWN: dict[type[Any], frozenset[str]] = {
-    cls: frozenset(a.name for a in attrs.fields(cls)) - _CLIENT_SIDE
-    for cls in (*_TOLERANT, UnknownPass)
-}
-
-
-def _is_list(typ: Any) -> bool:
-    return typing.get_origin(typ) is list
-
-
-def _strict_lists(typ: Any, conv: cattrs.Converter) -> Callable[[Any, Any], list[Any]]:
-    """cattrs' list hook iterates whatever it is given (``{}`` would read as ``[]``): a list in a
-    reply must be a JSON array."""
-    read_items = list_structure_factory(typ, conv)
-
-    def structure_list(value: Any, _: Any) -> list[Any]:
-        if type(value) is not list:
-            raise TypeError(f"expected an array, got {type(value).__name__}")
-        items: list[Any] = read_items(value, typ)
-        return items
-
-    return structure_list
-
-
-def _register_parsers(conv: cattrs.Converter) -> None:
-    for primitive in (str, int, float, bool):
-        conv.register_structure_hook(primitive, _strict)
-    conv.register_structure_hook_factory(_is_list, _strict_lists)
-    conv.register_structure_hook(PassStatus, _status)
-    conv.register_structure_hook(dt.datetime, _aware_datetime)
-    conv.register_structure_hook(dt.date, _date)
-
-
-@functools.cache
-def _explaining() -> cattrs.Converter:
-    """cattrs' own hooks with detailed validation, to say where a rejected reply is wrong.
-
-    Made on the first rejected reply: building them is most of what importing this module costs.
-    """
-    conv = cattrs.Converter()
-    _register_parsers(conv)
-    for model in (*_TOLERANT, UnknownPass):
-        conv.register_structure_hook(model, _keeping_extra(conv, model))
-    return conv
-
-
-_register_parsers(converter)
-for _model in _READ_BY_TYPE:
+for _model in (Holder, EncryptionKey, EncryptionKeySet, CardToken):  # nested models first
     converter.register_structure_hook(_model, _reader(_model))
 _FROM_THE_REQUEST = ("idempotency_key", "replayed")
 _PASS_READERS: dict[type[Pass], Callable[..., Pass]] = {
@@ -289,45 +298,17 @@ for _request_model in (HolderUpdate, PassRequest):
     )
 
 
-def _format(exc: BaseException, typ: Any) -> str:
-    if isinstance(exc, TypeError | ValueError) and not isinstance(exc, CattrsError) and exc.args:
-        return str(exc)
-    return format_exception(exc, typ)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClassValidationError | IterableValidationError):
-        return "; ".join(cattrs.transform_error(exc, "reply", format_exception=_format))
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _explain(data: Any, cls: type[Any]) -> str:
-    """Why ``data`` is not a ``cls``: read again with detailed validation, for the field paths.
-
-    Replies are read without it (it costs a third of the time); it runs only after a failure.
-    """
-    token = reading_server_data.set(True)
-    try:
-        _explaining().structure(data, cls)
-    except Exception as exc:
-        return _describe(exc)
-    finally:
-        reading_server_data.reset(token)
-    return "it does not match the contract"
-
-
-def _rejected(cls: type[Any], data: Any, context: dict[str, Any]) -> UnexpectedResponseError:
-    return UnexpectedResponseError(
-        f"reply does not match {cls.__name__}: {_explain(data, cls)}", **context
-    )
+def _rejected(cls: type[Any], error: Exception, context: dict[str, Any]) -> UnexpectedResponseError:
+    why = str(error) if isinstance(error, _Rejected) else _reason(error)
+    return UnexpectedResponseError(f"reply does not match {cls.__name__}: {why}", **context)
 
 
 def structure(data: Any, cls: type[T], **context: Any) -> T:
     """Read a reply body as ``cls``; ``context`` (method, path, ids) goes on the error."""
     try:
         return converter.structure(data, cls)
-    except Exception as exc:
-        raise _rejected(cls, data, context) from exc
+    except Exception as error:
+        raise _rejected(cls, error, context) from error
 
 
 def structure_pass(
@@ -360,8 +341,8 @@ def structure_pass(
                 raw=dict(data),
             )
         return _PASS_READERS[cls](data, idempotency_key=idempotency_key, replayed=replayed)
-    except Exception as exc:
-        raise _rejected(cls, data, context()) from exc
+    except Exception as error:
+        raise _rejected(cls, error, context()) from error
 
 
 def unstructure(value: Any) -> Any:

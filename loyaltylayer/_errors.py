@@ -44,10 +44,6 @@ class LoyaltyLayerError(Exception):
     retryable: bool = False
     """Whether sending the same request again (with the same idempotency key) may succeed."""
 
-    retries_exhausted: bool = False
-    """Set once the pipeline has given up on the request, so no outer retry loop repeats it
-    (a token fetch that failed inside another call was already retried on its own)."""
-
 
 class ConfigurationError(LoyaltyLayerError, ValueError):
     """The client was configured in a way that cannot work (missing credentials, plain HTTP...)."""
@@ -102,11 +98,12 @@ class APIError(LoyaltyLayerError):
         path: str,
         correlation_id: str | None,
         idempotency_key: str | None = None,
+        attempts: int = 0,
     ) -> None:
         self.method = method
         self.path = path
-        self.attempts = 0
-        """How many attempts were sent before giving up (set by the pipeline)."""
+        self.attempts = attempts
+        """How many attempts the request had sent when it failed (its last one included)."""
         self.correlation_id = correlation_id
         self.idempotency_key = idempotency_key
         details = f"correlation_id={correlation_id}"

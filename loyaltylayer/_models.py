@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -65,15 +64,8 @@ def _check_str(errors: dict[str, str], field: str, value: object, *, lo: int, hi
     return True
 
 
-reading_server_data: ContextVar[bool] = ContextVar(
-    "loyaltylayer_reading_server_data", default=False
-)
-"""Set while cattrs' hooks explain why a reply was rejected: what the server sends is read
-tolerantly, never validated as user input. (The readers in ``_convert`` build replies without
-calling ``__init__``, so they need no flag.)"""
-
-
-def _raise_if(errors: dict[str, str]) -> None:
+def raise_if_invalid(errors: Mapping[str, str]) -> None:
+    """Raise one :class:`ValidationError` naming every bad field, if there is any."""
     if errors:
         raise ValidationError(errors)
 
@@ -104,7 +96,7 @@ class Card:
         _check_str(errors, "card.name", self.name, lo=1, hi=_rules.NAME_MAX * 2)
         if not isinstance(self.cvv, str) or not _rules.is_cvv(self.cvv):
             errors["card.cvv"] = "must be 3 or 4 digits"
-        _raise_if(errors)
+        raise_if_invalid(errors)
 
     @property
     def last4(self) -> str:
@@ -165,11 +157,9 @@ class Holder:
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if reading_server_data.get():
-            return
         errors: dict[str, str] = {}
         _check_holder(errors, "holder.", self, partial=False)
-        _raise_if(errors)
+        raise_if_invalid(errors)
 
 
 @attrs.frozen(kw_only=True)
@@ -186,7 +176,7 @@ class HolderUpdate:
     def __attrs_post_init__(self) -> None:
         errors: dict[str, str] = {}
         _check_holder(errors, "holder.", self, partial=True)
-        _raise_if(errors)
+        raise_if_invalid(errors)
 
 
 def check_reference_and_metadata(
@@ -239,7 +229,7 @@ class PassRequest:
             check_id(errors, "enrol_token", self.enrol_token)
         check_reference_and_metadata(errors, "", self.reference, self.metadata)
         check_idempotency_key(errors, "idempotency_key", self.idempotency_key)
-        _raise_if(errors)
+        raise_if_invalid(errors)
 
 
 @attrs.frozen(kw_only=True)

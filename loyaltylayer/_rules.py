@@ -15,6 +15,7 @@ __all__ = [
     "MAX_BATCH",
     "METADATA_MAX_PAIRS",
     "NAME_MAX",
+    "REASON_MAX",
     "REFERENCE_MAX",
     "is_country",
     "is_cvv",
@@ -28,6 +29,8 @@ __all__ = [
 MAX_BATCH = 100
 NAME_MAX = 64
 REFERENCE_MAX = 64
+REASON_MAX = 500
+"""The longest cancellation ``reason``."""
 METADATA_MAX_PAIRS = 20
 EMAIL_MAX = 254
 IDEMPOTENCY_KEY_MAX = 255

@@ -1,17 +1,25 @@
 """The one request pipeline every call of the SDK goes through.
 
-For each logical call: a correlation id and (for mutations) an idempotency key are fixed once,
-then attempts are made until one succeeds or the retry policy gives up. Each attempt takes a
-bearer token, then a lease from the rate limiter, then sends. The retry loop is outermost, so
-every attempt is paced. The overall ``deadline`` starts with the first attempt: time spent
-queueing for the rate limiter before it is not counted, so a thousand calls gathered at once
-do not time out merely for waiting their turn.
+A logical call fixes its correlation id and (for mutations) its idempotency key once, then makes
+attempts until one succeeds or the retry policy gives up. Every attempt goes the same way:
+
+    token -> lease -> send -> map -> decide
+
+A bearer token first (nothing waits for a token while holding a lease, see ``Limiter``), then
+a lease from the rate limiter, the HTTP exchange, the reply mapped to a :class:`Response` or
+to a typed error, and for an error the retry decision: a 429 pauses every call of the client for
+as long as the server said, and backoff's loop either gives up or waits (see :func:`_waits`)
+before the next attempt.
+
+The overall ``deadline`` counts from the call's first lease, not from the call: a thousand
+calls gathered at once do not time out merely for queueing for the rate limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -20,18 +28,15 @@ import platform
 import random
 import time
 from collections.abc import Generator, Mapping
-from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import attrs
-import backoff
 
 from ._auth import IssuedToken, TokenManager
 from ._errors import (
     APIConnectionError,
     APIError,
-    APIStatusError,
     APITimeoutError,
     AuthenticationError,
     ClientClosedError,
@@ -108,39 +113,22 @@ def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
     return math.ceil(max(finite)) if finite else _DEFAULT_RETRY_AFTER
 
 
-def _retry_waits(base: float, cap: float, call: _Call) -> Generator[float, Any, None]:
-    """backoff wait generator: what to wait depends on the error that ended the attempt.
+@attrs.frozen(kw_only=True)
+class RequestOptions:
+    """How a call is sent: each attempt's timeout, how often it is retried, and its deadline."""
 
-    429 waits exactly ``retry_after`` (no jitter: jitter would turn a 60 s block into ~20 s and
-    trip it again); ``request_in_progress`` waits a short fixed time; everything else waits
-    full-jitter exponential time. A wait that would end past the call's deadline ends the
-    retries instead (backoff then raises the last error).
-    """
-    error = yield 0.0
-    failures = 0
-    while True:
-        if isinstance(error, RateLimitError):
-            wait = error.retry_after or _DEFAULT_RETRY_AFTER
-        elif isinstance(error, RequestInProgressError):
-            wait = _IN_PROGRESS_WAIT
-        else:
-            wait = random.uniform(0.0, min(cap, base * 2.0**failures))
-            failures += 1
-        if call.deadline_at is not None and (
-            asyncio.get_running_loop().time() + wait >= call.deadline_at
-        ):
-            return
-        error = yield wait
-
-
-def _give_up(error: Exception) -> bool:
-    if not isinstance(error, LoyaltyLayerError):
-        return True
-    return not error.retryable or error.retries_exhausted
+    timeout: float
+    """Seconds one attempt may take, from its send to the end of its reply."""
+    max_retries: int
+    """Attempts after the first one that fails retryably."""
+    deadline: float | None
+    """Seconds from the call's first lease to its end, every retry included; ``None``: no limit."""
 
 
 @attrs.define(kw_only=True)
 class _Call:
+    """One logical call: what every attempt sends, and how far the call has got."""
+
     method: str
     url: str
     path: str
@@ -149,19 +137,58 @@ class _Call:
     correlation_id: str
     authenticated: bool
     priority: bool
+    options: RequestOptions
     attempts: int = 0
-    first_error: LoyaltyLayerError | None = None
-    """The error of the first attempt, handed to the retry loop (see ``Transport.request``)."""
     deadline_at: float | None = None
-    """Loop time the call must end by; set when its first attempt starts."""
+    """Loop time the call must end by; set when its first attempt gets its lease."""
+    out_of_time: bool = False
+    """Set when the deadline ended the call: no retry can follow."""
 
     def context(self) -> dict[str, Any]:
+        """What every error of this call carries."""
         return {
             "method": self.method,
             "path": self.path,
             "correlation_id": self.correlation_id,
             "idempotency_key": self.idempotency_key,
+            "attempts": self.attempts,
         }
+
+
+def _waits(call: _Call, base: float, cap: float) -> Generator[float, Any, None]:
+    """backoff's wait generator: how long to wait after the error backoff hands it.
+
+    A 429 waits exactly its ``retry_after`` (no jitter: jitter would turn a 60 s block into
+    ~20 s and trip it again); ``request_in_progress`` waits a short fixed time; everything else
+    waits full-jitter exponential time. A wait that would end past the call's deadline ends the
+    retries instead (backoff then raises the last error).
+    """
+    error = yield 0.0  # backoff starts every generator before the first error
+    jittered = 0
+    while True:
+        if isinstance(error, RateLimitError):
+            wait = error.retry_after or _DEFAULT_RETRY_AFTER
+        elif isinstance(error, RequestInProgressError):
+            wait = _IN_PROGRESS_WAIT
+        else:
+            wait = random.uniform(0.0, min(cap, base * 2.0**jittered))
+            jittered += 1
+        if call.deadline_at is not None and (
+            asyncio.get_running_loop().time() + wait >= call.deadline_at
+        ):
+            return
+        error = yield wait
+
+
+def _is_own(error: BaseException, call: _Call) -> TypeGuard[APIError]:
+    """Whether ``error`` comes from an attempt of ``call``, not from the token request made for
+    it (a call of its own, already retried on its own)."""
+    return isinstance(error, APIError) and error.correlation_id == call.correlation_id
+
+
+def _ends(call: _Call, error: Exception) -> bool:
+    """backoff's ``giveup``: whether ``call`` ends with ``error`` instead of being retried."""
+    return not _is_own(error, call) or not error.retryable or call.out_of_time
 
 
 class Transport:
@@ -174,10 +201,9 @@ class Transport:
         auth_url: str,
         client_id: str,
         client_secret: str,
-        timeout: float,
-        max_retries: int,
-        deadline: float | None,
+        options: RequestOptions,
         rate_limit: RateLimit | Limiter | None,
+        close_limiter: bool,
         session: aiohttp.ClientSession | None,
         token_cache: TokenCache | None,
         backoff_base: float = 0.5,
@@ -187,15 +213,13 @@ class Transport:
         self.auth_url = auth_url.rstrip("/")
         self._client_id = client_id
         self._client_secret = client_secret
-        self._timeout = timeout
+        self._options = options
         self._session_timeout = aiohttp.ClientTimeout(
-            total=timeout, sock_connect=min(timeout, 10.0)
+            total=options.timeout, sock_connect=min(options.timeout, 10.0)
         )
-        self._deadline = deadline
         self._rate_limit = rate_limit
         self._limiter: Limiter | None = None
-        self.owns_limiter = False
-        """Set when the client made its limiter (from the environment) and must close it."""
+        self._close_limiter = close_limiter
         self._session = session
         self._session_pid = os.getpid()
         self._owns_session = session is None
@@ -203,19 +227,8 @@ class Transport:
         self._auth = TokenManager(
             self._fetch_token, cache=token_cache, cache_key=f"{self.auth_url}|{client_id}"
         )
-        self._retries = backoff.on_exception(
-            _retry_waits,
-            LoyaltyLayerError,
-            max_tries=max_retries + 1,
-            jitter=None,
-            giveup=_give_up,
-            on_backoff=self._log_backoff,
-            logger=None,
-            base=backoff_base,
-            cap=backoff_cap,
-            call=_CURRENT_CALL.get,
-        )(self._retry)
-        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
         self.attempts = 0
         """Attempts this client has sent (every one took a lease): for progress and tests."""
 
@@ -257,25 +270,200 @@ class Transport:
             correlation_id=_new_correlation_id(),
             authenticated=authenticated,
             priority=priority,
+            options=self._options,
         )
         try:
-            try:
+            return await self._attempt(call)
+        except LoyaltyLayerError as error:
+            if not error.retryable:
+                raise
+            failure = error
+        return await self._retry(call, failure)
+
+    async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
+        """One attempt: token -> lease -> send -> map. A token the server says has expired is
+        replaced, and the attempt made again, once."""
+        # Before the token: in a forked child, this also drops the parent's token refresh.
+        session = self._session_for_loop()
+        token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
+        async with self.limiter.lease(priority=call.priority):
+            if call.deadline_at is None and call.options.deadline is not None:
+                call.deadline_at = asyncio.get_running_loop().time() + call.options.deadline
+            status, headers, raw = await self._send(call, session, token)
+        try:
+            return self._map(call, status, headers, raw)
+        except AuthenticationError as error:
+            if error.error != "invalid_token" or token is None or fresh_token:
+                raise
+        logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
+        await self._auth.invalidate(token)
+        return await self._attempt(call, fresh_token=True)
+
+    async def _retry(self, call: _Call, failure: LoyaltyLayerError) -> Response:
+        """The retry decision for ``failure`` and every later failure of the call, made in
+        backoff's loop: :func:`_ends` says whether the call ends, :func:`_waits` how long to wait
+        before the next attempt, and ``_after_failure`` pauses every call after a 429.
+
+        The first attempt is made before the loop, so that a call that succeeds costs nothing
+        more; the loop's first round hands over that attempt's ``failure`` instead of making one.
+        Attempts made in the loop end at the deadline, their token and lease waits included.
+        """
+        import backoff  # with the first failure: a call that succeeds never needs it
+
+        failures = [failure]
+
+        async def next_attempt() -> Response:
+            if failures:
+                raise failures.pop()
+            if call.deadline_at is None:
                 return await self._attempt(call)
-            except LoyaltyLayerError as error:
-                if self._max_retries == 0 or _give_up(error):
-                    raise
-                call.first_error = error
-            current = _CURRENT_CALL.set(call)
             try:
-                response: Response = await self._retries(call)
-            finally:
-                _CURRENT_CALL.reset(current)
-        except APIError as error:
-            if not error.retries_exhausted:
-                error.retries_exhausted = True
-                error.attempts = call.attempts
-            raise
+                async with asyncio.timeout_at(call.deadline_at) as deadline:
+                    return await self._attempt(call)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise self._deadline_error(call) from None
+
+        after_failure = functools.partial(self._after_failure, call)
+        retrying = backoff.on_exception(
+            _waits,
+            LoyaltyLayerError,
+            max_tries=call.options.max_retries + 1,
+            jitter=None,
+            giveup=functools.partial(_ends, call),
+            on_backoff=after_failure,
+            on_giveup=after_failure,
+            logger=None,
+            call=call,
+            base=self._backoff_base,
+            cap=self._backoff_cap,
+        )
+        response: Response = await retrying(next_attempt)()
         return response
+
+    async def _after_failure(self, call: _Call, details: Mapping[str, Any]) -> None:
+        """What follows a failed attempt, retried or not: a 429 pauses every call of the client
+        for as long as the server asked."""
+        error = details["exception"]
+        if not _is_own(error, call):
+            return
+        if isinstance(error, RateLimitError):
+            retry_after = error.retry_after or _DEFAULT_RETRY_AFTER
+            logger.warning(
+                "server rate limit hit: every request paused for %.0f s (%s)",
+                retry_after,
+                call.correlation_id,
+            )
+            await self.limiter.block(retry_after)
+        if "wait" in details:
+            logger.info(
+                "retrying %s %s in %.2f s after %s (attempt %d, %s)",
+                call.method,
+                call.path,
+                details["wait"],
+                type(error).__name__,
+                call.attempts,
+                call.correlation_id,
+            )
+
+    async def _send(
+        self, call: _Call, session: aiohttp.ClientSession, token: str | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """The HTTP exchange of one attempt: its status, headers and body."""
+        headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if call.idempotency_key is not None:
+            headers["Idempotency-Key"] = call.idempotency_key
+        timeout = self._attempt_timeout(call)
+        call.attempts += 1
+        self.attempts += 1
+        started = time.perf_counter()
+        try:
+            async with session.request(
+                call.method, call.url, data=call.body, headers=headers, timeout=timeout
+            ) as reply:
+                raw = await reply.read()
+        except TimeoutError:
+            logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
+            if timeout is not self._session_timeout:
+                raise self._deadline_error(call) from None
+            raise APITimeoutError("no reply in time", **call.context()) from None
+        except aiohttp.ClientError as exc:
+            logger.info(
+                "%s %s connection failed: %s (%s)",
+                call.method,
+                call.path,
+                type(exc).__name__,
+                call.correlation_id,
+            )
+            raise APIConnectionError(
+                f"connection failed ({type(exc).__name__})", **call.context()
+            ) from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
+                call.method,
+                call.path,
+                reply.status,
+                (time.perf_counter() - started) * 1000,
+                call.attempts,
+                call.correlation_id,
+                f", idempotency_key={call.idempotency_key}" if call.idempotency_key else "",
+                ", replayed" if reply.headers.get("Idempotent-Replayed") == "true" else "",
+            )
+        return reply.status, reply.headers, raw
+
+    def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
+        """The session's timeout, or a shorter one when the call's deadline is nearer."""
+        if call.deadline_at is None:
+            return self._session_timeout
+        left = call.deadline_at - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise self._deadline_error(call)
+        if left >= call.options.timeout:
+            return self._session_timeout
+        return aiohttp.ClientTimeout(total=left, sock_connect=min(left, 10.0))
+
+    def _deadline_error(self, call: _Call) -> APITimeoutError:
+        call.out_of_time = True
+        return APITimeoutError(
+            f"deadline of {call.options.deadline} s exceeded after {call.attempts} attempts",
+            **call.context(),
+        )
+
+    def _map(self, call: _Call, status: int, headers: Mapping[str, str], raw: bytes) -> Response:
+        """The reply as a :class:`Response`, or the typed error it stands for (raised)."""
+        try:
+            data = json.loads(raw.decode()) if raw else None
+        except (ValueError, RecursionError):  # UnicodeDecodeError too; nested too deep
+            data = _NOT_JSON
+        if not 200 <= status < 300:
+            raise self._error(call, status, headers, data)
+        if data is _NOT_JSON or data is None:
+            raise UnexpectedResponseError(
+                f"{status} reply is not JSON", status=status, **call.context()
+            )
+        return Response(
+            status=status,
+            data=data,
+            correlation_id=call.correlation_id,
+            idempotency_key=call.idempotency_key,
+            replayed=headers.get("Idempotent-Replayed") == "true",
+            attempts=call.attempts,
+        )
+
+    def _error(self, call: _Call, status: int, headers: Mapping[str, str], data: Any) -> APIError:
+        body: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+        if not body and status < 500 and status != 429:
+            return UnexpectedResponseError(
+                f"{status} reply without a JSON error body", status=status, **call.context()
+            )
+        retry_after = _retry_after(headers, body) if status == 429 else None
+        return status_error(status, body, retry_after=retry_after, **call.context())
 
     async def aclose(self) -> None:
         self._closed = True
@@ -287,8 +475,8 @@ class Transport:
                 bury(session)
             else:
                 await session.close()
-        if self.owns_limiter and isinstance(self._rate_limit, Limiter):
-            self.owns_limiter = False
+        if self._close_limiter and isinstance(self._rate_limit, Limiter):
+            self._close_limiter = False
             await self._rate_limit.aclose()
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
@@ -340,167 +528,5 @@ class Transport:
             expires_in = 1800
         return IssuedToken(access_token=token, expires_in=float(expires_in))
 
-    async def _retry(self, call: _Call) -> Response:
-        """The target of the backoff loop, entered only once the first attempt has failed.
-
-        Its first run re-raises that failure, so backoff waits as its policy says before the
-        second attempt; the first attempt itself never pays for the retry machinery.
-        """
-        if call.first_error is not None:
-            error, call.first_error = call.first_error, None
-            raise error
-        if call.deadline_at is None:
-            return await self._attempt(call)
-        try:
-            async with asyncio.timeout_at(call.deadline_at) as deadline:
-                return await self._attempt(call)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise self._deadline_error(call) from None
-
-    async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
-        """One attempt; when the token was rejected as expired, one more with a fresh token."""
-        session = self._session_for_loop()
-        token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
-        headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
-        if call.body is not None:
-            headers["Content-Type"] = "application/json"
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        if call.idempotency_key is not None:
-            headers["Idempotency-Key"] = call.idempotency_key
-        limiter = self.limiter
-        if call.deadline_at is not None and asyncio.get_running_loop().time() >= call.deadline_at:
-            raise self._deadline_error(call)
-        async with limiter.lease(priority=call.priority):
-            timeout = self._attempt_timeout(call)
-            call.attempts += 1
-            self.attempts += 1
-            started = time.perf_counter()
-            try:
-                async with session.request(
-                    call.method, call.url, data=call.body, headers=headers, timeout=timeout
-                ) as reply:
-                    raw = await reply.read()
-                    status = reply.status
-                    reply_headers = reply.headers
-            except TimeoutError:
-                logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
-                if timeout is not self._session_timeout:
-                    raise self._deadline_error(call) from None
-                raise APITimeoutError("no reply in time", **call.context()) from None
-            except aiohttp.ClientError as exc:
-                logger.info(
-                    "%s %s connection failed: %s (%s)",
-                    call.method,
-                    call.path,
-                    type(exc).__name__,
-                    call.correlation_id,
-                )
-                raise APIConnectionError(
-                    f"connection failed ({type(exc).__name__})", **call.context()
-                ) from exc
-        replayed = reply_headers.get("Idempotent-Replayed") == "true"
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
-                call.method,
-                call.path,
-                status,
-                (time.perf_counter() - started) * 1000,
-                call.attempts,
-                call.correlation_id,
-                f", idempotency_key={call.idempotency_key}" if call.idempotency_key else "",
-                ", replayed" if replayed else "",
-            )
-        try:
-            data = json.loads(raw.decode()) if raw else None
-        except (ValueError, RecursionError):  # UnicodeDecodeError too; nested too deep
-            data = _NOT_JSON
-        if 200 <= status < 300:
-            if data is _NOT_JSON or data is None:
-                raise UnexpectedResponseError(
-                    f"{status} reply is not JSON", status=status, **call.context()
-                )
-            return Response(
-                status=status,
-                data=data,
-                correlation_id=call.correlation_id,
-                idempotency_key=call.idempotency_key,
-                replayed=replayed,
-                attempts=call.attempts,
-            )
-        error = await self._error(call, status, reply_headers, data)
-        if (
-            isinstance(error, AuthenticationError)
-            and error.error == "invalid_token"
-            and token is not None
-            and not fresh_token
-        ):
-            logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
-            await self._auth.invalidate(token)
-            return await self._attempt(call, fresh_token=True)
-        raise error
-
-    def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
-        """The session's timeout, or a shorter one when the call's deadline is nearer."""
-        if self._deadline is None:
-            return self._session_timeout
-        now = asyncio.get_running_loop().time()
-        if call.deadline_at is None:
-            call.deadline_at = now + self._deadline
-        left = call.deadline_at - now
-        if left <= 0:
-            raise self._deadline_error(call)
-        if left >= self._timeout:
-            return self._session_timeout
-        return aiohttp.ClientTimeout(total=left, sock_connect=min(left, 10.0))
-
-    def _deadline_error(self, call: _Call) -> APITimeoutError:
-        error = APITimeoutError(
-            f"deadline of {self._deadline} s exceeded after {call.attempts} attempts",
-            **call.context(),
-        )
-        error.retries_exhausted = True
-        error.attempts = call.attempts
-        return error
-
-    async def _error(
-        self, call: _Call, status: int, headers: Mapping[str, str], data: Any
-    ) -> APIError:
-        body: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
-        if not body and status < 500 and status != 429:
-            return UnexpectedResponseError(
-                f"{status} reply without a JSON error body", status=status, **call.context()
-            )
-        retry_after = _retry_after(headers, body) if status == 429 else None
-        error: APIStatusError = status_error(
-            status, body, retry_after=retry_after, **call.context()
-        )
-        if retry_after is not None:
-            logger.warning(
-                "server rate limit hit: every request paused for %.0f s (%s)",
-                retry_after,
-                call.correlation_id,
-            )
-            await self.limiter.block(retry_after)
-        return error
-
-    def _log_backoff(self, details: Any) -> None:
-        error = details.get("exception")
-        call = details["args"][0]
-        logger.info(
-            "retrying %s %s in %.2f s after %s (attempt %d, %s)",
-            call.method,
-            call.path,
-            details.get("wait", 0.0),
-            type(error).__name__,
-            call.attempts,
-            call.correlation_id,
-        )
-
 
 _NOT_JSON = object()
-_CURRENT_CALL: ContextVar[_Call] = ContextVar("loyaltylayer_current_call")
-"""The call whose retries backoff is running: its wait generator reads the deadline from it."""

@@ -165,6 +165,28 @@ def test_bad_client_options_name_the_field(kwargs: dict[str, Any], field: str) -
     assert list(excinfo.value.errors) == [field]
 
 
+@pytest.mark.parametrize(
+    ("rate_limit", "close_limiter", "reason"),
+    [
+        (ll.RateLimit(), "yes", "must be True or False"),
+        (ll.RateLimit(), True, "is for a limiter given as rate_limit"),
+        (None, True, "is for a limiter given as rate_limit"),
+    ],
+)
+def test_close_limiter_is_only_for_a_limiter_given(
+    rate_limit: ll.RateLimit | None, close_limiter: Any, reason: str
+) -> None:
+    with pytest.raises(ll.ValidationError) as excinfo:
+        ll.AsyncLoyaltyLayer(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            "https://api.example.com",
+            rate_limit=rate_limit,
+            close_limiter=close_limiter,
+        )
+    assert excinfo.value.errors == {"close_limiter": reason}
+
+
 def test_rate_limit_options_are_checked() -> None:
     with pytest.raises(ValueError, match="requests"):
         ll.RateLimit(requests=0)

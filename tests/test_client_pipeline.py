@@ -75,6 +75,18 @@ async def test_gives_up_after_max_retries_with_the_key_on_the_error() -> None:
         assert len(paths(sandbox.journal(), "/v1/pass/create")) == 3
 
 
+async def test_a_failed_token_request_is_retried_as_its_own_call_only() -> None:
+    async with running(max_retries=2) as (sandbox, client):
+        sandbox.add_fault(Fault(route="/auth/token", kind="status", status=502))
+        with pytest.raises(ll.ProviderUnavailableError) as excinfo:
+            await client.passes.status("pss_1")
+        assert (excinfo.value.path, excinfo.value.attempts) == ("/auth/token", 3)
+        journal = sandbox.journal()
+        assert [(e.path, e.status) for e in journal] == [("/auth/token", 502)] * 3
+        assert len({e.correlation_id for e in journal}) == 1
+        assert excinfo.value.correlation_id == journal[0].correlation_id
+
+
 @pytest.mark.parametrize("status", [400, 404, 409, 401])
 async def test_client_errors_are_never_retried(status: int) -> None:
     async with running() as (sandbox, client):

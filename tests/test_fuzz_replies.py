@@ -85,6 +85,8 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{port}"
         self._started.set()
         self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
 
     async def _handle(self, _: web.Request) -> web.Response:
         status, body, extra = self.reply

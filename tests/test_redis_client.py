@@ -37,6 +37,33 @@ async def test_from_env_paces_through_redis_and_closes_its_limiter(
         assert (await redis.info("clients"))["connected_clients"] < connected
 
 
+@pytest.mark.parametrize("close_limiter", [False, True])
+async def test_a_limiter_given_is_closed_with_the_client_only_when_handed_over(
+    redis_url: str, redis: aioredis.Redis, close_limiter: bool
+) -> None:
+    async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
+        limiter = ll.RedisRateLimiter.from_url(redis_url)
+        before = (await redis.info("clients"))["connected_clients"]
+        async with ll.AsyncLoyaltyLayer(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            sandbox.base_url,
+            rate_limit=limiter,
+            close_limiter=close_limiter,
+        ) as client:
+            await client.passes.create(plan_id="esim-5gb", holder=holder())
+            assert (await redis.info("clients"))["connected_clients"] > before
+        after = (await redis.info("clients"))["connected_clients"]
+        assert (after == before) is close_limiter
+        if not close_limiter:
+            async with ll.AsyncLoyaltyLayer(
+                CLIENT_ID, CLIENT_SECRET, sandbox.base_url, rate_limit=limiter
+            ) as again:
+                await again.passes.create(plan_id="esim-5gb", holder=holder())
+            await limiter.aclose()
+        assert Counter(e.status for e in sandbox.journal()) == {200: 2 if close_limiter else 4}
+
+
 async def test_workers_share_one_token_through_redis(redis_url: str) -> None:
     async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
         caches = [ll.RedisTokenCache.from_url(redis_url) for _ in range(3)]

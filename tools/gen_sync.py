@@ -62,7 +62,8 @@ class _Module:
             guarded = isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
             for statement in node.body if guarded else [node]:
                 if isinstance(statement, ast.Import | ast.ImportFrom):
-                    self.imports.append((statement, guarded))
+                    twin_made_at_run_time = any(a.name in CLASSES for a in statement.names)
+                    self.imports.append((statement, guarded and not twin_made_at_run_time))
                     for alias in statement.names:
                         module = getattr(statement, "module", None) or alias.name
                         self.bound[alias.asname or alias.name.partition(".")[0]] = module
@@ -146,9 +147,8 @@ class _Module:
         dunder = name.startswith("__") and name.endswith("__")
         if dunder and name not in {"__init__", "__repr__", "__aenter__", "__aexit__"}:
             raise self.error(item, f"{cls.name}.{name}: no sync twin for this special method")
-        if (name == "__init__" and cls.name not in CONSTRUCTIBLE) or (
-            name[0] == "_" and not dunder
-        ):
+        private = name[0] == "_" and not dunder
+        if private or (name == "__init__" and cls.name not in CONSTRUCTIBLE):
             return []
         if decorators not in ([], ["property"], ["classmethod"]) or (decorators and is_async):
             raise self.error(item, f"{cls.name}.{name}: cannot mirror decorators {decorators}")

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
@@ -19,15 +19,16 @@ from .._config import (
     check_url,
     env,
 )
-from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
-from .._errors import ConfigurationError, ValidationError
+from .._errors import ConfigurationError
 from .._logging import configure_from_env
-from .._models import check_id
+from .._models import check_id, raise_if_invalid
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
-from .._transport import Transport
-from ._enroll import run_enrollment
-from ._resources import AsyncCards, AsyncPasses
+from .._transport import RequestOptions, Transport
+
+if TYPE_CHECKING:
+    from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
+    from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["AsyncLoyaltyLayer"]
 
@@ -42,6 +43,9 @@ class AsyncLoyaltyLayer:
     that talks to the same host), retries with backoff, and typed errors. Nothing tied to an
     event loop is made here: the HTTP session is opened by the first request, on its loop.
     Use it as a context manager, or call :meth:`close` when done.
+
+    A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
+    open, unless ``close_limiter=True`` hands it to this client.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class AsyncLoyaltyLayer:
         rate_limit: RateLimit | Limiter | None = DEFAULT_RATE_LIMIT,
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
+        close_limiter: bool = False,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         errors: dict[str, str] = {}
@@ -70,8 +75,11 @@ class AsyncLoyaltyLayer:
             errors["deadline"] = "must be a positive number of seconds, or None"
         if rate_limit is not None and not isinstance(rate_limit, RateLimit | Limiter):
             errors["rate_limit"] = "must be a loyaltylayer.RateLimit, a limiter, or None"
-        if errors:
-            raise ValidationError(errors)
+        if not isinstance(close_limiter, bool):
+            errors["close_limiter"] = "must be True or False"
+        elif close_limiter and not isinstance(rate_limit, Limiter):
+            errors["close_limiter"] = "is for a limiter given as rate_limit"
+        raise_if_invalid(errors)
         base_url = check_url("base_url", base_url)
         configure_from_env()
         self._transport = Transport(
@@ -79,13 +87,17 @@ class AsyncLoyaltyLayer:
             auth_url=check_url("auth_url", auth_url) if auth_url is not None else base_url,
             client_id=client_id,
             client_secret=client_secret,
-            timeout=float(timeout),
-            max_retries=max_retries,
-            deadline=deadline,
+            options=RequestOptions(
+                timeout=float(timeout), max_retries=max_retries, deadline=deadline
+            ),
             rate_limit=rate_limit,
+            close_limiter=close_limiter,
             session=session,
             token_cache=token_cache,
         )
+        # The resources, and cattrs with them, load with the first client.
+        from ._resources import AsyncCards, AsyncPasses
+
         self._cards = AsyncCards(self._transport)
         self._passes = AsyncPasses(self._transport)
 
@@ -98,7 +110,7 @@ class AsyncLoyaltyLayer:
         (and the optional ``_AUTH_URL`` and ``_REDIS_URL``); keyword arguments override them.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
-        process using that URL.
+        process using that URL; the client closes the limiter it makes for it.
         """
         settings: dict[str, Any] = {
             "client_id": env(ENV_CLIENT_ID),
@@ -118,14 +130,12 @@ class AsyncLoyaltyLayer:
         if missing:
             raise ConfigurationError(f"set {', '.join(missing)} in the environment")
         redis_url = env(ENV_REDIS_URL)
-        owns_limiter = redis_url is not None and "rate_limit" not in overrides
-        if redis_url is not None and owns_limiter:
+        if redis_url is not None and "rate_limit" not in overrides:
             from ..contrib.redis import RedisRateLimiter
 
             settings["rate_limit"] = RedisRateLimiter.from_url(redis_url)
-        client = cls(**(settings | overrides))
-        client._transport.owns_limiter = owns_limiter
-        return client
+            settings["close_limiter"] = True
+        return cls(**(settings | overrides))
 
     @property
     def cards(self) -> AsyncCards:
@@ -187,8 +197,10 @@ class AsyncLoyaltyLayer:
             errors["concurrency"] = "must be a whole number, 1 or more"
         if not isinstance(max_wait, int | float) or max_wait < 0:
             errors["max_wait"] = "must be a number of seconds, 0 or more"
-        if errors:
-            raise ValidationError(errors)
+        raise_if_invalid(errors)
+        # The engine loads with the first job: most programs never enroll.
+        from ._enroll import run_enrollment
+
         outcomes = run_enrollment(
             self._cards,
             self._passes,

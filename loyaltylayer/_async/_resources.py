@@ -21,7 +21,6 @@ from .._errors import (
     BadRequestError,
     LoyaltyLayerError,
     UnexpectedResponseError,
-    ValidationError,
     status_error,
 )
 from .._models import (
@@ -37,6 +36,7 @@ from .._models import (
     check_id,
     check_idempotency_key,
     check_reference_and_metadata,
+    raise_if_invalid,
 )
 from .._transport import Response, Transport, new_idempotency_key
 
@@ -55,11 +55,6 @@ def _rekeyed(key: str) -> str:
     if len(rekeyed) <= _rules.IDEMPOTENCY_KEY_MAX:
         return rekeyed
     return "rk_" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def _require_valid(errors: dict[str, str]) -> None:
-    if errors:
-        raise ValidationError(errors)
 
 
 def _context(response: Response, path: str) -> dict[str, Any]:
@@ -132,7 +127,7 @@ class AsyncCards:
         elif card_type is not None and card_type not in CARD_TYPES:
             errors["card_type"] = f"must be one of {', '.join(CARD_TYPES)}"
         check_idempotency_key(errors, "idempotency_key", idempotency_key)
-        _require_valid(errors)
+        raise_if_invalid(errors)
         key = idempotency_key or new_idempotency_key()
         try:
             return await self._tokenize_once(card, plan_id, card_type, key, refresh_keys=False)
@@ -216,7 +211,7 @@ class AsyncPasses:
         for index, item in enumerate(items):
             if not isinstance(item, PassRequest):
                 errors[f"requests[{index}]"] = "must be a loyaltylayer.PassRequest"
-        _require_valid(errors)
+        raise_if_invalid(errors)
         keys = [item.idempotency_key or new_idempotency_key() for item in items]
         size = _rules.MAX_BATCH
         chunks = [
@@ -294,7 +289,7 @@ class AsyncPasses:
         """The pass as it is now."""
         errors: dict[str, str] = {}
         check_id(errors, "pass_id", pass_id)
-        _require_valid(errors)
+        raise_if_invalid(errors)
         path = "/v1/pass/status"
         response = await self._transport.request("POST", path, body={"pass_id": pass_id})
         return _pass_from(response, path)
@@ -317,7 +312,7 @@ class AsyncPasses:
         check_idempotency_key(errors, "idempotency_key", idempotency_key)
         if holder is None and reference is None and metadata is None:
             errors["update"] = "give at least one of holder, reference, metadata"
-        _require_valid(errors)
+        raise_if_invalid(errors)
         body: dict[str, Any] = {"pass_id": pass_id}
         if holder is not None:
             body["holder"] = unstructure(holder)
@@ -337,10 +332,10 @@ class AsyncPasses:
         """Cancel the pass. A second cancel raises :class:`AlreadyCancelledError`."""
         errors: dict[str, str] = {}
         check_id(errors, "pass_id", pass_id)
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-            errors["reason"] = "must be a string of at most 500 characters"
+        if reason is not None and (not isinstance(reason, str) or len(reason) > _rules.REASON_MAX):
+            errors["reason"] = f"must be a string of at most {_rules.REASON_MAX} characters"
         check_idempotency_key(errors, "idempotency_key", idempotency_key)
-        _require_valid(errors)
+        raise_if_invalid(errors)
         body: dict[str, Any] = {"pass_id": pass_id}
         if reason is not None:
             body["reason"] = reason

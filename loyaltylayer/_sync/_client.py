@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .. import _portal
 from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer
-from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
 from ._resources import Cards, Passes
 
+if TYPE_CHECKING:
+    from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
 __all__ = ["LoyaltyLayer"]
 
 
@@ -26,6 +27,9 @@ class LoyaltyLayer:
     that talks to the same host), retries with backoff, and typed errors. Nothing tied to an
     event loop is made here: the HTTP session is opened by the first request, on its loop.
     Use it as a context manager, or call :meth:`close` when done.
+
+    A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
+    open, unless ``close_limiter=True`` hands it to this client.
     """
 
     _async: AsyncLoyaltyLayer
@@ -52,6 +56,7 @@ class LoyaltyLayer:
         rate_limit: RateLimit | Limiter | None = DEFAULT_RATE_LIMIT,
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
+        close_limiter: bool = False,
     ) -> None:
         self._async = AsyncLoyaltyLayer(
             client_id=client_id,
@@ -63,6 +68,7 @@ class LoyaltyLayer:
             rate_limit=rate_limit,
             deadline=deadline,
             token_cache=token_cache,
+            close_limiter=close_limiter,
         )
         _portal.track(self, self._async)
 
@@ -75,7 +81,7 @@ class LoyaltyLayer:
         (and the optional ``_AUTH_URL`` and ``_REDIS_URL``); keyword arguments override them.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
-        process using that URL.
+        process using that URL; the client closes the limiter it makes for it.
         """
         return cls._wrap(AsyncLoyaltyLayer.from_env(**overrides))
 
