@@ -195,8 +195,13 @@ def check_reference_and_metadata(
 
 
 def check_idempotency_key(errors: dict[str, str], field: str, key: object) -> None:
-    if key is not None and (not isinstance(key, str) or not _rules.is_idempotency_key(key)):
-        errors[field] = "must be 1 to 255 printable ASCII characters"
+    if key is not None and (
+        not isinstance(key, str) or not _rules.is_sendable_idempotency_key(key)
+    ):
+        errors[field] = (
+            f"must be 1 to {_rules.IDEMPOTENCY_KEY_MAX} printable ASCII characters, "
+            "with no space at either end"
+        )
 
 
 def check_id(errors: dict[str, str], field: str, value: object) -> None:

@@ -24,12 +24,13 @@ __all__ = [
     "is_idempotency_key",
     "is_iso_date",
     "is_pan",
+    "is_sendable_idempotency_key",
 ]
 
 MAX_BATCH = 100
 NAME_MAX = 64
 REFERENCE_MAX = 64
-REASON_MAX = 500
+REASON_MAX = 255
 """The longest cancellation ``reason``."""
 METADATA_MAX_PAIRS = 20
 EMAIL_MAX = 254
@@ -88,3 +89,9 @@ def is_cvv(value: str) -> bool:
 def is_idempotency_key(value: str) -> bool:
     """1-255 printable ASCII characters, as the Idempotency-Key header allows."""
     return 1 <= len(value) <= IDEMPOTENCY_KEY_MAX and all(" " <= c <= "~" for c in value)
+
+
+def is_sendable_idempotency_key(value: str) -> bool:
+    """An idempotency key the SDK can send as a header: HTTP strips a space at either end, so
+    the server would see another key (or, for one made of spaces, none)."""
+    return is_idempotency_key(value) and value[0] != " " and value[-1] != " "

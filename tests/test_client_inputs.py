@@ -91,7 +91,9 @@ async def test_invalid_calls_send_nothing() -> None:
             lambda: client.passes.status(""),
             lambda: client.passes.update("pss_1"),
             lambda: client.passes.update("pss_1", holder=holder()),  # type: ignore[arg-type]
-            lambda: client.passes.cancel("pss_1", reason="x" * 501),
+            lambda: client.passes.cancel("pss_1", reason="x" * 256),  # the server's limit
+            lambda: client.passes.cancel("pss_1", idempotency_key="  "),  # HTTP strips it
+            lambda: client.passes.update("pss_1", reference="r", idempotency_key="k "),
             lambda: client.passes.batch_create([]),
             lambda: client.passes.batch_create(["nope"]),  # type: ignore[list-item]
             lambda: client.cards.tokenize("4111", plan_id="pp-gold"),  # type: ignore[arg-type]
@@ -109,6 +111,8 @@ async def test_invalid_calls_send_nothing() -> None:
             {"update"},
             {"holder"},
             {"reason"},
+            {"idempotency_key"},
+            {"idempotency_key"},
             {"requests"},
             {"requests[0]"},
             {"card"},

@@ -33,7 +33,6 @@ _OPTIONAL_HOLDER = {
     "date_of_birth": (_rules.is_iso_date, "must be an ISO date (YYYY-MM-DD)"),
     "country": (_rules.is_country, "must be an ISO 3166-1 alpha-2 country code"),
 }
-_REASON_MAX = 255
 
 
 def require_object(raw: object, path: str = "body") -> dict[str, Any]:
@@ -203,8 +202,8 @@ def parse_cancel(raw: dict[str, Any]) -> str:
     fields: Fields = {}
     pass_id = parse_pass_id(raw, fields)
     reason = raw.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > _REASON_MAX):
-        fields["reason"] = f"must be a string of at most {_REASON_MAX} characters"
+    if reason is not None and (not isinstance(reason, str) or len(reason) > _rules.REASON_MAX):
+        fields["reason"] = f"must be a string of at most {_rules.REASON_MAX} characters"
     if pass_id is None or fields:
         raise invalid_request(fields)
     return pass_id
