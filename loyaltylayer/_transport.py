@@ -132,7 +132,7 @@ class _Call:
     method: str
     url: str
     path: str
-    body: bytes | None
+    body: bytes | None = attrs.field(repr=False)  # a client secret, a card's JWE
     idempotency_key: str | None
     correlation_id: str
     authenticated: bool
@@ -167,7 +167,7 @@ def _waits(call: _Call, base: float, cap: float) -> Generator[float, Any, None]:
     jittered = 0
     while True:
         if isinstance(error, RateLimitError):
-            wait = error.retry_after or _DEFAULT_RETRY_AFTER
+            wait = _DEFAULT_RETRY_AFTER if error.retry_after is None else error.retry_after
         elif isinstance(error, RequestInProgressError):
             wait = _IN_PROGRESS_WAIT
         else:
@@ -259,8 +259,6 @@ class Transport:
         base_url: str | None = None,
     ) -> Response:
         """Send one logical request, retried as the policy allows; raise the typed error."""
-        if self._closed:
-            raise ClientClosedError("this client is closed")
         call = _Call(
             method=method,
             url=(base_url or self.base_url) + path,
@@ -283,6 +281,8 @@ class Transport:
     async def _attempt(self, call: _Call, *, fresh_token: bool = False) -> Response:
         """One attempt: token -> lease -> send -> map. A token the server says has expired is
         replaced, and the attempt made again, once."""
+        if self._closed:  # checked by every attempt: a retry may come after close()
+            raise ClientClosedError("this client is closed")
         # Before the token: in a forked child, this also drops the parent's token refresh.
         session = self._session_for_loop()
         token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
@@ -349,7 +349,7 @@ class Transport:
         if not _is_own(error, call):
             return
         if isinstance(error, RateLimitError):
-            retry_after = error.retry_after or _DEFAULT_RETRY_AFTER
+            retry_after = _DEFAULT_RETRY_AFTER if error.retry_after is None else error.retry_after
             logger.warning(
                 "server rate limit hit: every request paused for %.0f s (%s)",
                 retry_after,
@@ -387,9 +387,12 @@ class Transport:
                 call.method, call.url, data=call.body, headers=headers, timeout=timeout
             ) as reply:
                 raw = await reply.read()
-        except TimeoutError:
+        except TimeoutError as exc:
             logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
-            if timeout is not self._session_timeout:
+            # Connecting or reading too slowly (aiohttp's ServerTimeoutError) is the attempt's
+            # own timeout; only the total, cut short by the deadline, is the deadline's.
+            cut_short = timeout is not self._session_timeout
+            if cut_short and not isinstance(exc, aiohttp.ServerTimeoutError):
                 raise self._deadline_error(call) from None
             raise APITimeoutError("no reply in time", **call.context()) from None
         except aiohttp.ClientError as exc:

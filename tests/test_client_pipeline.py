@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Iterator
 
 import pytest
 from sdk_env import card, holder, new_pass, paths, running
@@ -286,3 +288,68 @@ async def test_key_rotation_with_a_maximal_idempotency_key_stays_within_the_limi
         assert sent[1] is not None
         assert sent[1].startswith("rk_")
         assert len(sent[1]) == 67
+
+
+async def test_a_429_asking_for_no_wait_is_retried_at_once_and_pauses_nobody() -> None:
+    body = {
+        "error": "rate_limit_exceeded",
+        "error_description": "Retry now",
+        "code": 429,
+        "retry_after": 0,
+    }
+    async with running(rate_limit=None) as (sandbox, client):
+        created = await client.passes.create(plan_id="esim-5gb", holder=holder())
+        sandbox.add_fault(
+            Fault(route="/v1/pass/status", kind="status", status=429, body=body, times=1)
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert (await client.passes.status(created.pass_id)).pass_id == created.pass_id
+        assert loop.time() - started < 0.01
+        assert await client.limiter.blocked_for() == 0.0
+        assert [e.status for e in paths(sandbox.journal(), "/v1/pass/status")] == [429, 200]
+
+
+async def test_a_retry_due_after_close_is_not_sent() -> None:
+    async with running() as (sandbox, client):
+        sandbox.add_fault(Fault(route="/v1/pass/create", kind="status", status=502, times=1))
+        creating = asyncio.ensure_future(client.passes.create(plan_id="esim-5gb", holder=holder()))
+        while not paths(sandbox.journal(), "/v1/pass/create"):  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.001)
+        await client.close()
+        with pytest.raises(ll.ClientClosedError):
+            await creating
+        assert [e.status for e in paths(sandbox.journal(), "/v1/pass/create")] == [502]
+        assert sandbox.passes() == []
+
+
+@pytest.fixture
+def unanswered_address() -> Iterator[str]:
+    """A listening socket whose accept queue is full: a new connection never completes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(server.getsockname())
+    host, port = server.getsockname()
+    yield f"http://{host}:{port}"
+    for sock in [server, *fillers]:
+        sock.close()
+
+
+async def test_a_connect_timeout_near_the_deadline_is_retried_until_the_deadline(
+    unanswered_address: str,
+) -> None:
+    # Every attempt's total is cut short by the deadline (25 s left of a 30 s timeout), but
+    # connecting gives up after 10 s: that is the attempt's own timeout, to be retried.
+    async with ll.AsyncLoyaltyLayer(
+        "a", "b", unanswered_address, timeout=30.0, deadline=25.0, max_retries=5, rate_limit=None
+    ) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ll.APITimeoutError) as excinfo:
+            await client.passes.status("pss_1")
+    assert loop.time() - started == pytest.approx(25.0, abs=0.1)
+    assert excinfo.value.attempts >= 2
