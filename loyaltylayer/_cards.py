@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from ._errors import ValidationError
 from ._json import encode_compact
 from ._models import Card, EncryptionKey, EncryptionKeySet
+from ._secrets import Secret
 
 __all__ = ["SUPPORTED_KEY_ALGORITHMS", "choose_key", "encrypt_card", "import_key"]
 
@@ -91,12 +92,14 @@ def import_key(key: KeyLike) -> RSAKey:
     return imported
 
 
-def encrypt_card(card: Card, key: KeyLike) -> str:
+def encrypt_card(card: Card, key: KeyLike) -> Secret:
     """Encrypt ``card`` for ``POST /v1/card/tokenize``: a JWE in compact serialization.
 
     ``key`` is a JWK dict, a JWK Set (the first usable key is taken), an :class:`EncryptionKey`
     or :class:`EncryptionKeySet`, or a PEM. The header names the key's ``kid`` so the server can
-    pick the right private key during a rotation.
+    pick the right private key during a rotation. The JWE is a :class:`~loyaltylayer.Secret`:
+    anyone holding it can have the card tokenized. The card's plaintext is never a local
+    variable, so no traceback can show it.
     """
     if not isinstance(card, Card):
         raise ValidationError({"card": "must be a loyaltylayer.Card"})
@@ -105,14 +108,20 @@ def encrypt_card(card: Card, key: KeyLike) -> str:
     header = {"alg": alg, "enc": _CONTENT_ENCRYPTION, "cty": "application/json"}
     if rsa.kid:
         header["kid"] = rsa.kid
-    plaintext = encode_compact(
-        {
-            "CardNumber": card.number,
-            "CardExpiry": card.expiry,
-            "NameOnCard": card.name,
-            "Cvv": card.cvv,
-        }
-    ).encode()
     from joserfc import jwe  # deferred, like joserfc.jwk in import_key
 
-    return jwe.encrypt_compact(header, plaintext, rsa, algorithms=[alg, _CONTENT_ENCRYPTION])
+    return Secret(
+        jwe.encrypt_compact(
+            header,
+            encode_compact(
+                {
+                    "CardNumber": card.number,
+                    "CardExpiry": card.expiry,
+                    "NameOnCard": card.name,
+                    "Cvv": card.cvv,
+                }
+            ).encode(),
+            rsa,
+            algorithms=[alg, _CONTENT_ENCRYPTION],
+        )
+    )
