@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncCards", "AsyncPasses"]
 
 _KEYS_MAX_AGE = 3600.0
+_ENROL_TOKEN = frozenset({"enrol_token"})
 
 
 def _rekeyed(key: str) -> str:
@@ -146,7 +147,9 @@ class AsyncCards:
             "plan_id": plan_id,
             "card_type": card_type,
         }
-        response = await self._transport.request("POST", path, body=body, idempotency_key=key)
+        response = await self._transport.request(
+            "POST", path, body=body, idempotency_key=key, secret_fields=_ENROL_TOKEN
+        )
         return structure(response.data, CardToken, **_context(response, path))
 
     async def _encryption_key(self, *, refresh: bool) -> RSAKey:
