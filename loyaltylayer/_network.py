@@ -86,6 +86,8 @@ class Network:
     trust_env: bool
     ssl_context: ssl.SSLContext | None
     """Made from the client's TLS options; ``None``: the shared :func:`default_ssl_context`."""
+    presents_certificate: bool
+    """Whether a client certificate may be presented (``ssl_context`` may hold one)."""
 
     def proxy_for(self, url: str) -> Proxy | None:
         """The proxy requests to ``url`` go through, or ``None`` to connect directly."""
@@ -186,10 +188,12 @@ def make_network(
             "TLS options configure the session the client opens: with session=, "
             "give them to its connector instead"
         )
+    presents_certificate = client_cert is not None or ssl_context is not None
     if files_given:
         ssl_context = _own_ssl_context(ca_bundle, client_cert, client_key)
     return Network(
         proxy=Proxy.parse("proxy", proxy) if proxy is not None else None,
         trust_env=trust_env,
         ssl_context=ssl_context,
+        presents_certificate=presents_certificate,
     )

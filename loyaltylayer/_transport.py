@@ -441,19 +441,8 @@ class Transport:
             if timeout is not self._session_timeout:
                 raise self._deadline_error(call) from None
             raise APITimeoutError("no reply in time", **call.context()) from None
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise _untrusted(call, exc) from None
         except aiohttp.ClientError as exc:
-            logger.info(
-                "%s %s connection failed: %s (%s)",
-                call.method,
-                call.path,
-                type(exc).__name__,
-                call.correlation_id,
-            )
-            raise APIConnectionError(
-                f"connection failed ({type(exc).__name__})", **call.context()
-            ) from exc
+            raise self._connection_error(call, exc) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
@@ -467,6 +456,36 @@ class Transport:
                 ", replayed" if reply.headers.get("Idempotent-Replayed") == "true" else "",
             )
         return reply.status, reply.headers, raw
+
+    def _connection_error(self, call: _Call, exc: aiohttp.ClientError) -> LoyaltyLayerError:
+        """What a failed exchange stands for: a configuration no retry can fix (an untrusted
+        server certificate, proxy credentials refused), else a retryable connection error that
+        says what failed."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return _untrusted(call, exc)
+        if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407:
+            logger.warning("%s %s: the proxy refused its credentials", call.method, call.path)
+            return ConfigurationError(
+                "the proxy refused its credentials (407 Proxy Authentication Required): "
+                "check the proxy URL (proxy, LOYALTYLAYER_PROXY, --proxy, HTTPS_PROXY)"
+            )
+        what = type(exc).__name__
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            what += f": the proxy answered {exc.status}"
+        elif isinstance(exc, aiohttp.ClientSSLError):
+            what += f": TLS failed ({getattr(exc.os_error, 'reason', None) or exc.os_error})"
+        elif (
+            isinstance(exc, aiohttp.ServerDisconnectedError)
+            and call.url.startswith("https:")
+            and not self._network.presents_certificate
+        ):
+            # With TLS 1.3 a server that wants a client certificate checks it after the
+            # handshake, and its alert is lost: the client sees the connection close.
+            what += "; if the API requires a client certificate (mTLS), give client_cert"
+        logger.info(
+            "%s %s connection failed: %s (%s)", call.method, call.path, what, call.correlation_id
+        )
+        return APIConnectionError(f"connection failed ({what})", **call.context())
 
     async def _read(self, call: _Call, reply: aiohttp.ClientResponse) -> bytes:
         """The reply's body, decompressed; past ``max_response_bytes``, an error instead.
