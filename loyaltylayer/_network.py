@@ -149,6 +149,8 @@ def _own_ssl_context(
         key = _existing("client_key", client_key) if client_key is not None else None
         try:
             context.load_cert_chain(cert, key, password=_no_password)
+        except ConfigurationError:  # from _no_password (a ValueError too)
+            raise
         except (ssl.SSLError, OSError, ValueError):
             what = "client_cert and client_key" if key is not None else "client_cert"
             raise ConfigurationError(
