@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from ._errors import ValidationError
 from ._json import encode_compact
 from ._models import Card, EncryptionKey, EncryptionKeySet
-from ._secrets import Secret
 
 __all__ = ["SUPPORTED_KEY_ALGORITHMS", "choose_key", "encrypt_card", "import_key"]
 
@@ -92,14 +91,14 @@ def import_key(key: KeyLike) -> RSAKey:
     return imported
 
 
-def encrypt_card(card: Card, key: KeyLike) -> Secret:
+def encrypt_card(card: Card, key: KeyLike) -> str:
     """Encrypt ``card`` for ``POST /v1/card/tokenize``: a JWE in compact serialization.
 
     ``key`` is a JWK dict, a JWK Set (the first usable key is taken), an :class:`EncryptionKey`
     or :class:`EncryptionKeySet`, or a PEM. The header names the key's ``kid`` so the server can
-    pick the right private key during a rotation. The JWE is a :class:`~loyaltylayer.Secret`:
-    anyone holding it can have the card tokenized. The card's plaintext is never a local
-    variable, so no traceback can show it.
+    pick the right private key during a rotation. The card's plaintext is never a local
+    variable here, so no traceback can show it; the JWE is a plain ``str`` (for any HTTP stack),
+    which the client holds as a :class:`~loyaltylayer.Secret`.
     """
     if not isinstance(card, Card):
         raise ValidationError({"card": "must be a loyaltylayer.Card"})
@@ -110,18 +109,16 @@ def encrypt_card(card: Card, key: KeyLike) -> Secret:
         header["kid"] = rsa.kid
     from joserfc import jwe  # deferred, like joserfc.jwk in import_key
 
-    return Secret(
-        jwe.encrypt_compact(
-            header,
-            encode_compact(
-                {
-                    "CardNumber": card.number,
-                    "CardExpiry": card.expiry,
-                    "NameOnCard": card.name,
-                    "Cvv": card.cvv,
-                }
-            ).encode(),
-            rsa,
-            algorithms=[alg, _CONTENT_ENCRYPTION],
-        )
+    return jwe.encrypt_compact(
+        header,
+        encode_compact(
+            {
+                "CardNumber": card.number,
+                "CardExpiry": card.expiry,
+                "NameOnCard": card.name,
+                "Cvv": card.cvv,
+            }
+        ).encode(),
+        rsa,
+        algorithms=[alg, _CONTENT_ENCRYPTION],
     )

@@ -38,6 +38,7 @@ from .._models import (
     check_reference_and_metadata,
     raise_if_invalid,
 )
+from .._secrets import Secret
 from .._transport import Response, Transport, new_idempotency_key
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class AsyncCards:
         path = "/v1/card/tokenize"
         rsa_key = await self._encryption_key(refresh=refresh_keys)
         body = {
-            "encrypted_value": encrypt_card(card, rsa_key),
+            "encrypted_value": Secret(encrypt_card(card, rsa_key)),
             "plan_id": plan_id,
             "card_type": card_type,
         }
