@@ -28,7 +28,7 @@ import platform
 import random
 import ssl
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeGuard
 
 import aiohttp
@@ -649,7 +649,7 @@ _NOT_JSON = object()
 _TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token"})
 
 
-def _hiding(fields: frozenset[str]) -> Any:
+def _hiding(fields: frozenset[str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A ``json.loads`` object hook that reads the string values of ``fields`` as secrets, so
     that no dict on the way to the model holds them in plain text."""
 
