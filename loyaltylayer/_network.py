@@ -123,7 +123,7 @@ def _tls_1_2_or_later() -> ssl.SSLContext:
 
 @functools.cache
 def default_ssl_context() -> ssl.SSLContext:
-    """The system's CAs, TLS 1.2 or later: made once per process, on the first session."""
+    """The system's CAs, TLS 1.2 or later: made once per process, by the first https client."""
     return _tls_1_2_or_later()
 
 

@@ -246,6 +246,11 @@ class Transport:
         self._client_secret = Secret(client_secret)
         self._network = network
         self._proxies = {url: network.proxy_for(url) for url in (self.base_url, self.auth_url)}
+        # Made here, not on the loop: loading the system's CAs takes tens of milliseconds.
+        https = any(url.startswith("https:") for url in (self.base_url, self.auth_url))
+        self._ssl: ssl.SSLContext | bool = network.ssl_context or (
+            default_ssl_context() if https else True  # plain http: no TLS at all
+        )
         self._max_response_bytes = max_response_bytes
         self._options = options
         self._session_timeout = aiohttp.ClientTimeout(
@@ -604,9 +609,7 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 timeout=self._session_timeout,
                 headers={"User-Agent": _USER_AGENT},
-                connector=aiohttp.TCPConnector(
-                    limit=100, ssl=self._network.ssl_context or default_ssl_context()
-                ),
+                connector=aiohttp.TCPConnector(limit=100, ssl=self._ssl),
             )
             self._session_pid = os.getpid()
         return self._session
