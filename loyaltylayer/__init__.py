@@ -53,6 +53,7 @@ from ._models import (
 )
 from ._portal import SyncInAsyncWarning, shutdown_portal
 from ._ratelimit import Limiter, RateLimit
+from ._secrets import Secret
 from ._tokencache import TokenCache
 from ._version import __version__
 
@@ -118,6 +119,7 @@ __all__ = [
     "RedisRateLimiter",
     "RedisTokenCache",
     "RequestInProgressError",
+    "Secret",
     "ServerError",
     "SyncInAsyncWarning",
     "TokenCache",

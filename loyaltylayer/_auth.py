@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from ._logging import logger
+from ._secrets import Secret
 from ._tokencache import TokenCache
 
 __all__ = ["IssuedToken", "TokenManager"]
@@ -94,24 +95,26 @@ class TokenManager:
         if self._cache is not None:
             shared = await self._cache.get(self._cache_key)
             if shared is not None and shared != self._token:
-                self._install(shared, loop.time(), refresh_in=_SHARED_TOKEN_RECHECK)
-                return shared
+                return self._install(shared, loop.time(), refresh_in=_SHARED_TOKEN_RECHECK)
         issued = await self._fetch()
         now = loop.time()
         lifetime = issued.expires_in
         refresh_in = max(lifetime * 0.8, lifetime - 120.0)
-        self._install(issued.access_token, now, refresh_in=refresh_in, lifetime=lifetime)
+        token = self._install(issued.access_token, now, refresh_in=refresh_in, lifetime=lifetime)
         if self._cache is not None:
-            await self._cache.set(self._cache_key, issued.access_token, refresh_in)
+            await self._cache.set(self._cache_key, token, refresh_in)
         logger.debug("access token obtained; refresh in %.0f s", refresh_in)
-        return issued.access_token
+        return token
 
     def _install(
         self, token: str, now: float, *, refresh_in: float, lifetime: float | None = None
-    ) -> None:
-        self._token = token
+    ) -> Secret:
+        """Serve ``token`` from now on, held as a :class:`Secret` (a cache hands back plain
+        strings), and return it."""
+        self._token = installed = Secret(token)
         self._refresh_at = now + refresh_in
         self._expires_at = now + (lifetime if lifetime is not None else refresh_in)
+        return installed
 
 
 def _consume_exception(future: asyncio.Future[str]) -> None:

@@ -96,7 +96,9 @@ def encrypt_card(card: Card, key: KeyLike) -> str:
 
     ``key`` is a JWK dict, a JWK Set (the first usable key is taken), an :class:`EncryptionKey`
     or :class:`EncryptionKeySet`, or a PEM. The header names the key's ``kid`` so the server can
-    pick the right private key during a rotation.
+    pick the right private key during a rotation. The card's plaintext is never a local
+    variable here, so no traceback can show it; the JWE is a plain ``str`` (for any HTTP stack),
+    which the client holds as a :class:`~loyaltylayer.Secret`.
     """
     if not isinstance(card, Card):
         raise ValidationError({"card": "must be a loyaltylayer.Card"})
@@ -105,14 +107,18 @@ def encrypt_card(card: Card, key: KeyLike) -> str:
     header = {"alg": alg, "enc": _CONTENT_ENCRYPTION, "cty": "application/json"}
     if rsa.kid:
         header["kid"] = rsa.kid
-    plaintext = encode_compact(
-        {
-            "CardNumber": card.number,
-            "CardExpiry": card.expiry,
-            "NameOnCard": card.name,
-            "Cvv": card.cvv,
-        }
-    ).encode()
     from joserfc import jwe  # deferred, like joserfc.jwk in import_key
 
-    return jwe.encrypt_compact(header, plaintext, rsa, algorithms=[alg, _CONTENT_ENCRYPTION])
+    return jwe.encrypt_compact(
+        header,
+        encode_compact(
+            {
+                "CardNumber": card.number,
+                "CardExpiry": card.expiry,
+                "NameOnCard": card.name,
+                "Cvv": card.cvv,
+            }
+        ).encode(),
+        rsa,
+        algorithms=[alg, _CONTENT_ENCRYPTION],
+    )

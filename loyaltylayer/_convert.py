@@ -49,6 +49,7 @@ from ._models import (
     PriorityPass,
     UnknownPass,
 )
+from ._secrets import Secret
 
 __all__ = ["PASS_TYPES", "structure", "structure_pass", "unstructure"]
 
@@ -98,6 +99,8 @@ def _failed(
 def _strict(value: Any, typ: type[Any]) -> Any:
     if typ is float and type(value) is int:
         return float(value)
+    if typ is str and isinstance(value, Secret):  # a token the transport read as a secret
+        return value
     if type(value) is not typ:
         raise TypeError(f"expected {typ.__name__}, got {type(value).__name__}")
     return value
@@ -190,9 +193,9 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
     taken as they are. Each field is read in its own ``try``, so a reply with bad fields raises
     one :class:`_Rejected` naming all of them.
 
-    The instance is filled as attrs' own ``__init__`` fills a frozen class, without calling it:
-    its validation is for what a user gives, never for what a server sends, and calling a class
-    with a keyword per field costs more than reading the fields.
+    The instance is filled as attrs' own ``__init__`` fills a frozen class (converters applied),
+    without calling it: its validation is for what a user gives, never for what a server sends,
+    and calling a class with a keyword per field costs more than reading the fields.
     """
     fields = attrs.fields(cast(type[Any], cls))
     hints = typing.get_type_hints(cls)
@@ -266,6 +269,9 @@ def _reader(cls: type[T], *, given: tuple[str, ...] = ()) -> Callable[..., T]:
             "    except Exception as _e:",
             f"        _errors = _failed(_errors, {'.' + field.name!r}, _e)",
         ]
+        if field.converter is not None:  # as __init__ does: a token becomes a Secret
+            namespace[f"_c{index}"] = field.converter
+            value = f"_c{index}({value})"
         setting.append(f"    _set({field.name!r}, {value})")
     lines += ["    if _errors:", "        raise _Rejected(_errors)", *setting, "    return _r"]
     source = "\n".join(lines)

@@ -18,6 +18,7 @@ import attrs
 from ._cardmath import looks_like_card_number
 from ._errors import LoyaltyLayerError, ValidationError
 from ._models import Card, Holder, Pass, check_id, check_reference_and_metadata
+from ._secrets import as_secret
 
 __all__ = [
     "RECORD_FIELDS",
@@ -220,7 +221,7 @@ class EnrollProgress:
     key: str
     step: Step
     idempotency_key: str | None = None
-    enrol_token: str | None = attrs.field(default=None, repr=False)
+    enrol_token: str | None = attrs.field(default=None, repr=False, converter=as_secret)
     token_expires_at: dt.datetime | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -18,6 +18,7 @@ import attrs
 from . import _rules
 from ._cardmath import card_type_for, expiry_is_past, luhn_valid, mask_card, parse_expiry
 from ._errors import LoyaltyLayerError, ValidationError
+from ._secrets import Secret, as_secret
 
 __all__ = [
     "BatchItem",
@@ -48,7 +49,7 @@ def _hidden(_value: object) -> str:
 
 def _normalize_pan(value: object) -> object:
     if isinstance(value, str):
-        return "".join(c for c in value if c not in " -")
+        return Secret("".join(c for c in value if c not in " -"))
     return value
 
 
@@ -75,13 +76,14 @@ class Card:
     """A payment card, held only long enough to encrypt it.
 
     Its ``repr`` shows the last four digits only and never the CVV. ``number`` may be given with
-    spaces or dashes; it is kept as digits.
+    spaces or dashes; it is kept as digits. Both are held as :class:`~loyaltylayer.Secret`, so
+    no traceback that shows local variables shows them.
     """
 
     number: str = attrs.field(converter=_normalize_pan, repr=_masked_repr)
     expiry: str
     name: str
-    cvv: str = attrs.field(repr=_hidden)
+    cvv: str = attrs.field(repr=_hidden, converter=as_secret)
 
     def __attrs_post_init__(self) -> None:
         errors: dict[str, str] = {}
@@ -218,7 +220,7 @@ class PassRequest:
 
     plan_id: str
     holder: Holder
-    enrol_token: str | None = attrs.field(default=None, repr=_hidden)
+    enrol_token: str | None = attrs.field(default=None, repr=_hidden, converter=as_secret)
     reference: str | None = None
     metadata: Mapping[str, str] | None = None
     idempotency_key: str | None = None
@@ -271,7 +273,7 @@ class EncryptionKeySet:
 class CardToken:
     """What ``cards.tokenize`` returns: a single-use token standing for the card."""
 
-    enrol_token: str = attrs.field(repr=_hidden)
+    enrol_token: str = attrs.field(repr=_hidden, converter=as_secret)
     expires_at: dt.datetime
     card_type: str
     card_last4: str

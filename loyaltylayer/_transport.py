@@ -26,12 +26,14 @@ import math
 import os
 import platform
 import random
+import ssl
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeGuard
 
 import aiohttp
 import attrs
+import yarl
 
 from ._auth import IssuedToken, TokenManager
 from ._errors import (
@@ -40,6 +42,7 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     ClientClosedError,
+    ConfigurationError,
     LoyaltyLayerError,
     RateLimitError,
     RequestInProgressError,
@@ -49,13 +52,23 @@ from ._errors import (
 from ._graveyard import bury
 from ._json import encode_compact
 from ._logging import logger
+from ._network import Network, Proxy, default_ssl_context
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
+from ._retry_after import DOCUMENTED_RETRY_AFTER, MAX_RETRY_AFTER, cap_retry_after
+from ._secrets import Secret
 from ._tokencache import TokenCache
 from ._version import __version__
 
-__all__ = ["Response", "Transport", "new_idempotency_key"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Response", "Transport", "new_idempotency_key"]
 
 _DEFAULT_RETRY_AFTER = 60.0
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""The most bytes of one reply read, counted after decompression.
+
+The largest legitimate reply is a batch-create result for 100 passes: each pass echoes its
+holder, reference and metadata, and the API refuses request bodies over 1 MiB, so such a reply
+stays well under 2 MiB. 8 MiB leaves room for that to grow, and bounds what a broken or hostile
+server (an endless body, a gzip bomb) can make the client hold."""
 _IN_PROGRESS_WAIT = 0.5
 _USER_AGENT = (
     f"loyaltylayer-python/{__version__} aiohttp/{aiohttp.__version__} "
@@ -93,24 +106,36 @@ class Response:
 
 
 def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
-    """The longer of the body's ``retry_after`` and the ``Retry-After`` header (seconds or date)."""
+    """The longer of the body's ``retry_after`` and the ``Retry-After`` header (seconds or date),
+    in whole seconds, at most :data:`MAX_RETRY_AFTER` (see :mod:`._retry_after`)."""
     candidates: list[float] = []
     value = body.get("retry_after")
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        candidates.append(float(value))
+        candidates.append(cap_retry_after(value))
     header = headers.get("Retry-After")
     if header:
         try:
-            candidates.append(max(0.0, float(header)))
+            candidates.append(cap_retry_after(max(0.0, float(header))))
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(header).timestamp()
             except (TypeError, ValueError, OverflowError):
                 pass
             else:
-                candidates.append(max(0.0, when - time.time()))
+                candidates.append(cap_retry_after(max(0.0, when - time.time())))
     finite = [c for c in candidates if math.isfinite(c)]
-    return math.ceil(max(finite)) if finite else _DEFAULT_RETRY_AFTER
+    if not finite:
+        return _DEFAULT_RETRY_AFTER
+    wait = math.ceil(max(finite))
+    if wait > DOCUMENTED_RETRY_AFTER:
+        logger.warning(
+            "a 429 asked for a wait of more than the %.0f s the API documents: waiting %d s "
+            "(at most %.0f s are honoured)",
+            DOCUMENTED_RETRY_AFTER,
+            wait,
+            MAX_RETRY_AFTER,
+        )
+    return float(wait)
 
 
 @attrs.frozen(kw_only=True)
@@ -132,12 +157,16 @@ class _Call:
     method: str
     url: str
     path: str
-    body: bytes | None = attrs.field(repr=False)  # a client secret, a card's JWE
+    body: Secret | None
+    """The JSON sent, as a :class:`Secret`: it may hold the client secret or a card's JWE."""
     idempotency_key: str | None
     correlation_id: str
     authenticated: bool
     priority: bool
     options: RequestOptions
+    proxy: Proxy | None
+    secret_fields: frozenset[str]
+    """Keys whose string values in the reply are read as :class:`Secret` (``access_token``)."""
     attempts: int = 0
     deadline_at: float | None = None
     """Loop time the call must end by; set when its first attempt gets its lease."""
@@ -206,13 +235,23 @@ class Transport:
         close_limiter: bool,
         session: aiohttp.ClientSession | None,
         token_cache: TokenCache | None,
+        network: Network,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth_url = auth_url.rstrip("/")
         self._client_id = client_id
-        self._client_secret = client_secret
+        self._client_secret = Secret(client_secret)
+        self._network = network
+        self._proxies = {url: network.proxy_for(url) for url in (self.base_url, self.auth_url)}
+        # Made here, not on the loop: loading the system's CAs takes tens of milliseconds.
+        https = any(url.startswith("https:") for url in (self.base_url, self.auth_url))
+        self._ssl: ssl.SSLContext | bool = network.ssl_context or (
+            default_ssl_context() if https else True  # plain http: no TLS at all
+        )
+        self._max_response_bytes = max_response_bytes
         self._options = options
         self._session_timeout = aiohttp.ClientTimeout(
             total=options.timeout, sock_connect=min(options.timeout, 10.0)
@@ -257,18 +296,25 @@ class Transport:
         authenticated: bool = True,
         priority: bool = False,
         base_url: str | None = None,
+        secret_fields: frozenset[str] = frozenset(),
     ) -> Response:
-        """Send one logical request, retried as the policy allows; raise the typed error."""
+        """Send one logical request, retried as the policy allows; raise the typed error.
+
+        ``secret_fields`` names the keys of the reply whose values are secrets (a token).
+        """
+        base_url = base_url or self.base_url
         call = _Call(
             method=method,
-            url=(base_url or self.base_url) + path,
+            url=base_url + path,
             path=path,
-            body=None if body is None else encode_compact(body).encode(),
+            body=None if body is None else Secret(encode_compact(body)),
             idempotency_key=idempotency_key,
             correlation_id=_new_correlation_id(),
             authenticated=authenticated,
             priority=priority,
             options=self._options,
+            proxy=self._proxies[base_url],
+            secret_fields=secret_fields,
         )
         try:
             return await self._attempt(call)
@@ -375,18 +421,26 @@ class Transport:
         if call.body is not None:
             headers["Content-Type"] = "application/json"
         if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = Secret(f"Bearer {token}")
         if call.idempotency_key is not None:
             headers["Idempotency-Key"] = call.idempotency_key
         timeout = self._attempt_timeout(call)
+        proxy = call.proxy
         call.attempts += 1
         self.attempts += 1
         started = time.perf_counter()
         try:
             async with session.request(
-                call.method, call.url, data=call.body, headers=headers, timeout=timeout
+                call.method,
+                call.url,
+                data=call.body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                proxy=None if proxy is None else proxy.url,
+                proxy_headers=None if proxy is None else proxy.headers,
             ) as reply:
-                raw = await reply.read()
+                raw = await self._read(call, reply)
         except TimeoutError as exc:
             logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
             # Connecting or reading too slowly (aiohttp's ServerTimeoutError) is the attempt's
@@ -396,16 +450,7 @@ class Transport:
                 raise self._deadline_error(call) from None
             raise APITimeoutError("no reply in time", **call.context()) from None
         except aiohttp.ClientError as exc:
-            logger.info(
-                "%s %s connection failed: %s (%s)",
-                call.method,
-                call.path,
-                type(exc).__name__,
-                call.correlation_id,
-            )
-            raise APIConnectionError(
-                f"connection failed ({type(exc).__name__})", **call.context()
-            ) from exc
+            raise self._connection_error(call, exc) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d in %.1f ms (attempt %d, %s%s%s)",
@@ -419,6 +464,72 @@ class Transport:
                 ", replayed" if reply.headers.get("Idempotent-Replayed") == "true" else "",
             )
         return reply.status, reply.headers, raw
+
+    def _connection_error(self, call: _Call, exc: aiohttp.ClientError) -> LoyaltyLayerError:
+        """What a failed exchange stands for: a configuration no retry can fix (an untrusted
+        server certificate, proxy credentials refused), else a retryable connection error that
+        says what failed."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return _untrusted(call, exc)
+        if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407:
+            logger.warning("%s %s: the proxy refused its credentials", call.method, call.path)
+            return ConfigurationError(
+                "the proxy refused its credentials (407 Proxy Authentication Required): "
+                "check the proxy URL (proxy, LOYALTYLAYER_PROXY, --proxy, HTTPS_PROXY)"
+            )
+        what = type(exc).__name__
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            what += f": the proxy answered {exc.status}"
+        elif isinstance(exc, aiohttp.ClientSSLError):
+            what += f": TLS failed ({getattr(exc.os_error, 'reason', None) or exc.os_error})"
+        elif (
+            isinstance(exc, aiohttp.ServerDisconnectedError)
+            and call.url.startswith("https:")
+            and not self._network.presents_certificate
+        ):
+            # With TLS 1.3 a server that wants a client certificate checks it after the
+            # handshake, and its alert is lost: the client sees the connection close.
+            what += "; if the API requires a client certificate (mTLS), give client_cert"
+        logger.info(
+            "%s %s connection failed: %s (%s)", call.method, call.path, what, call.correlation_id
+        )
+        return APIConnectionError(f"connection failed ({what})", **call.context())
+
+    async def _read(self, call: _Call, reply: aiohttp.ClientResponse) -> bytes:
+        """The reply's body, decompressed; past ``max_response_bytes``, an error instead.
+
+        aiohttp decompresses a chunk at a time, so counting the chunks bounds memory for a
+        compressed reply too (a gzip bomb).
+        """
+        limit = self._max_response_bytes
+        declared = reply.content_length
+        if declared is not None and declared > limit and "Content-Encoding" not in reply.headers:
+            reply.close()
+            raise self._too_large(call, reply.status)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await reply.content.readany():
+            size += len(chunk)
+            if size > limit:
+                reply.close()
+                raise self._too_large(call, reply.status)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, call: _Call, status: int) -> UnexpectedResponseError:
+        logger.warning(
+            "%s %s: reply larger than %d bytes, not read (%s)",
+            call.method,
+            call.path,
+            self._max_response_bytes,
+            call.correlation_id,
+        )
+        return UnexpectedResponseError(
+            f"{status} reply is larger than max_response_bytes ({self._max_response_bytes} "
+            "bytes); reading stopped",
+            status=status,
+            **call.context(),
+        )
 
     def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
         """The session's timeout, or a shorter one when the call's deadline is nearer."""
@@ -441,7 +552,12 @@ class Transport:
     def _map(self, call: _Call, status: int, headers: Mapping[str, str], raw: bytes) -> Response:
         """The reply as a :class:`Response`, or the typed error it stands for (raised)."""
         try:
-            data = json.loads(raw.decode()) if raw else None
+            if not raw:
+                data = None
+            elif call.secret_fields:
+                data = json.loads(raw.decode(), object_hook=_hiding(call.secret_fields))
+            else:
+                data = json.loads(raw.decode())
         except (ValueError, RecursionError):  # UnicodeDecodeError too; nested too deep
             data = _NOT_JSON
         if not 200 <= status < 300:
@@ -460,6 +576,8 @@ class Transport:
         )
 
     def _error(self, call: _Call, status: int, headers: Mapping[str, str], data: Any) -> APIError:
+        if 300 <= status < 400:
+            return _redirect_refused(call, status, headers)
         body: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
         if not body and status < 500 and status != 429:
             return UnexpectedResponseError(
@@ -494,7 +612,7 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 timeout=self._session_timeout,
                 headers={"User-Agent": _USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=100),
+                connector=aiohttp.TCPConnector(limit=100, ssl=self._ssl),
             )
             self._session_pid = os.getpid()
         return self._session
@@ -511,6 +629,7 @@ class Transport:
             authenticated=False,
             priority=True,
             base_url=self.auth_url,
+            secret_fields=_TOKEN_FIELDS,
         )
         data = response.data
         token = data.get("access_token") if isinstance(data, Mapping) else None
@@ -533,3 +652,51 @@ class Transport:
 
 
 _NOT_JSON = object()
+_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token"})
+
+
+def _hiding(fields: frozenset[str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A ``json.loads`` object hook that reads the string values of ``fields`` as secrets, so
+    that no dict on the way to the model holds them in plain text."""
+
+    def hide(obj: dict[str, Any]) -> dict[str, Any]:
+        for name in fields & obj.keys():
+            if isinstance(obj[name], str):
+                obj[name] = Secret(obj[name])
+        return obj
+
+    return hide
+
+
+def _redirect_refused(call: _Call, status: int, headers: Mapping[str, str]) -> APIError:
+    """A redirect is an error: following it would send the body (a client secret, a card's
+    JWE) and the bearer token to wherever it points. Only the target's origin is named: its
+    query string may hold anything."""
+    try:
+        target = str(yarl.URL(call.url).join(yarl.URL(headers.get("Location", ""))).origin())
+    except (ValueError, TypeError):
+        target = "an unreadable location"
+    logger.warning(
+        "%s %s answered %d, a redirect to %s: not followed (%s)",
+        call.method,
+        call.path,
+        status,
+        target,
+        call.correlation_id,
+    )
+    return UnexpectedResponseError(
+        f"{status} redirect to {target} refused: the SDK never follows redirects",
+        status=status,
+        **call.context(),
+    )
+
+
+def _untrusted(call: _Call, exc: aiohttp.ClientConnectorCertificateError) -> ConfigurationError:
+    """A server certificate this client does not trust: no retry can change that."""
+    reason = exc.certificate_error
+    detail = reason.verify_message if isinstance(reason, ssl.SSLCertVerificationError) else None
+    logger.warning("%s %s: TLS certificate not trusted (%s)", call.method, call.path, detail)
+    return ConfigurationError(
+        f"the TLS certificate of {exc.host} is not trusted ({detail or reason}): give the CA "
+        "that issued it as ca_bundle (LOYALTYLAYER_CA_BUNDLE, --ca-bundle)"
+    )

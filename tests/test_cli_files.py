@@ -482,6 +482,9 @@ def test_every_option_is_in_the_resume_command_or_left_out_on_purpose() -> None:
         "--per": "2.0",
         "--concurrency": "3",
         "--max-errors": "4",
+        "--ca-bundle": __file__,
+        "--client-cert": __file__,
+        "--client-key": __file__,
     }
     flags = {"--sandbox"}
     import click
@@ -490,17 +493,18 @@ def test_every_option_is_in_the_resume_command_or_left_out_on_purpose() -> None:
 
     argv = ["in.csv", "--plan-id", "p", *[x for pair in given.items() for x in pair], *flags]
     argv += ["--redis-url", "redis://:secret@h", "--dry-run", "--restart", "--yes"]
+    argv += ["--proxy", "http://user:secret@proxy:3128"]
     with click.Context(enroll_command, info_name="enroll") as ctx:
         enroll_command.parse_args(ctx, argv)
         resumed = _resume_command(ctx).split()
     for option, value in given.items():
         assert resumed[resumed.index(option) + 1] == value
     assert "--sandbox" in resumed
-    assert not {"--redis-url", "--dry-run", "--restart", "--yes"} & set(resumed)
+    assert not {"--redis-url", "--proxy", "--dry-run", "--restart", "--yes"} & set(resumed)
     assert "secret" not in " ".join(resumed)
     options = {opt for param in enroll_command.params for opt in param.opts if opt.startswith("--")}
     repeated = set(given) | flags | {"--plan-id"}
-    left_out = {"--redis-url", "--dry-run", "--restart", "--yes"}
+    left_out = {"--redis-url", "--proxy", "--dry-run", "--restart", "--yes"}
     assert options == repeated | left_out
 
 

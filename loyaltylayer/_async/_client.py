@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
@@ -13,18 +14,24 @@ import aiohttp
 from .._config import (
     ENV_AUTH_URL,
     ENV_BASE_URL,
+    ENV_CA_BUNDLE,
+    ENV_CLIENT_CERT,
     ENV_CLIENT_ID,
+    ENV_CLIENT_KEY,
     ENV_CLIENT_SECRET,
+    ENV_PROXY,
     ENV_REDIS_URL,
     check_url,
     env,
+    secret_env,
 )
 from .._errors import ConfigurationError
 from .._logging import configure_from_env
 from .._models import check_id, raise_if_invalid
+from .._network import PathLike, make_network
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
-from .._transport import RequestOptions, Transport
+from .._transport import DEFAULT_MAX_RESPONSE_BYTES, RequestOptions, Transport
 
 if TYPE_CHECKING:
     from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
@@ -46,6 +53,14 @@ class AsyncLoyaltyLayer:
 
     A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
     open, unless ``close_limiter=True`` hands it to this client.
+
+    Networks (see ``docs/network-security.md``): ``proxy`` is an ``http(s)://`` forward proxy
+    (credentials in it are kept secret); with ``trust_env`` (the default) ``HTTPS_PROXY`` and
+    ``NO_PROXY`` are honoured when no ``proxy`` is given. ``ca_bundle`` (a PEM file or
+    directory) adds CAs to the system's; ``client_cert`` and ``client_key`` (PEM files) are
+    presented for mTLS; ``ssl_context`` replaces all of these. TLS 1.2 is the least accepted.
+    Redirects are never followed, and a reply larger than ``max_response_bytes`` (after
+    decompression) is an error.
     """
 
     def __init__(
@@ -62,6 +77,13 @@ class AsyncLoyaltyLayer:
         token_cache: TokenCache | None = None,
         close_limiter: bool = False,
         session: aiohttp.ClientSession | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        ca_bundle: PathLike | None = None,
+        client_cert: PathLike | None = None,
+        client_key: PathLike | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         errors: dict[str, str] = {}
         check_id(errors, "client_id", client_id)
@@ -79,8 +101,23 @@ class AsyncLoyaltyLayer:
             errors["close_limiter"] = "must be True or False"
         elif close_limiter and not isinstance(rate_limit, Limiter):
             errors["close_limiter"] = "is for a limiter given as rate_limit"
+        if (
+            not isinstance(max_response_bytes, int)
+            or isinstance(max_response_bytes, bool)
+            or max_response_bytes < 1
+        ):
+            errors["max_response_bytes"] = "must be a whole number of bytes, 1 or more"
         raise_if_invalid(errors)
         base_url = check_url("base_url", base_url)
+        network = make_network(
+            proxy=proxy,
+            trust_env=trust_env,
+            ca_bundle=ca_bundle,
+            client_cert=client_cert,
+            client_key=client_key,
+            ssl_context=ssl_context,
+            own_session=session is None,
+        )
         configure_from_env()
         self._transport = Transport(
             base_url=base_url,
@@ -94,6 +131,8 @@ class AsyncLoyaltyLayer:
             close_limiter=close_limiter,
             session=session,
             token_cache=token_cache,
+            network=network,
+            max_response_bytes=max_response_bytes,
         )
         # The resources, and cattrs with them, load with the first client.
         from ._resources import AsyncCards, AsyncPasses
@@ -107,16 +146,21 @@ class AsyncLoyaltyLayer:
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
         """A client configured from ``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``, ``_BASE_URL``
-        (and the optional ``_AUTH_URL`` and ``_REDIS_URL``); keyword arguments override them.
+        (and the optional ``_AUTH_URL``, ``_REDIS_URL``, ``_PROXY``, ``_CA_BUNDLE``,
+        ``_CLIENT_CERT`` and ``_CLIENT_KEY``); keyword arguments override them.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
         process using that URL; the client closes the limiter it makes for it.
         """
         settings: dict[str, Any] = {
             "client_id": env(ENV_CLIENT_ID),
-            "client_secret": env(ENV_CLIENT_SECRET),
+            "client_secret": secret_env(ENV_CLIENT_SECRET),
             "base_url": env(ENV_BASE_URL),
             "auth_url": env(ENV_AUTH_URL),
+            "proxy": secret_env(ENV_PROXY),
+            "ca_bundle": env(ENV_CA_BUNDLE),
+            "client_cert": env(ENV_CLIENT_CERT),
+            "client_key": env(ENV_CLIENT_KEY),
         }
         missing = [
             name

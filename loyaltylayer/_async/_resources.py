@@ -38,6 +38,7 @@ from .._models import (
     check_reference_and_metadata,
     raise_if_invalid,
 )
+from .._secrets import Secret
 from .._transport import Response, Transport, new_idempotency_key
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncCards", "AsyncPasses"]
 
 _KEYS_MAX_AGE = 3600.0
+_ENROL_TOKEN = frozenset({"enrol_token"})
 
 
 def _rekeyed(key: str) -> str:
@@ -142,11 +144,13 @@ class AsyncCards:
         path = "/v1/card/tokenize"
         rsa_key = await self._encryption_key(refresh=refresh_keys)
         body = {
-            "encrypted_value": encrypt_card(card, rsa_key),
+            "encrypted_value": Secret(encrypt_card(card, rsa_key)),
             "plan_id": plan_id,
             "card_type": card_type,
         }
-        response = await self._transport.request("POST", path, body=body, idempotency_key=key)
+        response = await self._transport.request(
+            "POST", path, body=body, idempotency_key=key, secret_fields=_ENROL_TOKEN
+        )
         return structure(response.data, CardToken, **_context(response, path))
 
     async def _encryption_key(self, *, refresh: bool) -> RSAKey:

@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .. import _portal
 from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer
+from .._network import PathLike
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
+from .._transport import DEFAULT_MAX_RESPONSE_BYTES
 from ._resources import Cards, Passes
 
 if TYPE_CHECKING:
@@ -30,6 +33,14 @@ class LoyaltyLayer:
 
     A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
     open, unless ``close_limiter=True`` hands it to this client.
+
+    Networks (see ``docs/network-security.md``): ``proxy`` is an ``http(s)://`` forward proxy
+    (credentials in it are kept secret); with ``trust_env`` (the default) ``HTTPS_PROXY`` and
+    ``NO_PROXY`` are honoured when no ``proxy`` is given. ``ca_bundle`` (a PEM file or
+    directory) adds CAs to the system's; ``client_cert`` and ``client_key`` (PEM files) are
+    presented for mTLS; ``ssl_context`` replaces all of these. TLS 1.2 is the least accepted.
+    Redirects are never followed, and a reply larger than ``max_response_bytes`` (after
+    decompression) is an error.
     """
 
     _async: AsyncLoyaltyLayer
@@ -57,6 +68,13 @@ class LoyaltyLayer:
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
         close_limiter: bool = False,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        ca_bundle: PathLike | None = None,
+        client_cert: PathLike | None = None,
+        client_key: PathLike | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._async = AsyncLoyaltyLayer(
             client_id=client_id,
@@ -69,6 +87,13 @@ class LoyaltyLayer:
             deadline=deadline,
             token_cache=token_cache,
             close_limiter=close_limiter,
+            proxy=proxy,
+            trust_env=trust_env,
+            ca_bundle=ca_bundle,
+            client_cert=client_cert,
+            client_key=client_key,
+            ssl_context=ssl_context,
+            max_response_bytes=max_response_bytes,
         )
         _portal.track(self, self._async)
 
@@ -78,7 +103,8 @@ class LoyaltyLayer:
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
         """A client configured from ``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``, ``_BASE_URL``
-        (and the optional ``_AUTH_URL`` and ``_REDIS_URL``); keyword arguments override them.
+        (and the optional ``_AUTH_URL``, ``_REDIS_URL``, ``_PROXY``, ``_CA_BUNDLE``,
+        ``_CLIENT_CERT`` and ``_CLIENT_KEY``); keyword arguments override them.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
         process using that URL; the client closes the limiter it makes for it.

@@ -7,7 +7,7 @@ never from flags: flags end up in shell history and process listings.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import attrs
@@ -17,7 +17,7 @@ from .._async._client import AsyncLoyaltyLayer
 from .._config import ENV_BASE_URL, env
 from .._errors import AuthenticationError, ConfigurationError, LoyaltyLayerError, ValidationError
 from .._ratelimit import RateLimit
-from ._exit import ConfigurationProblem
+from ._exit import ConfigurationProblem, UsageProblem
 from ._sandbox import embedded_sandbox
 
 __all__ = ["SANDBOX_ENVIRONMENT", "Connection", "Target", "check_credentials", "connect"]
@@ -33,6 +33,8 @@ class Target:
     base_url: str | None = None
     redis_url: str | None = None
     rate: RateLimit = attrs.field(factory=RateLimit)
+    network: Mapping[str, Any] = attrs.field(factory=dict)
+    """Client options of ``--proxy``, ``--ca-bundle``, ``--client-cert``, ``--client-key``."""
 
     @property
     def environment(self) -> str:
@@ -61,6 +63,11 @@ def _rate_limit(target: Target) -> Any:
 @contextlib.asynccontextmanager
 async def connect(target: Target, console: Console) -> AsyncIterator[Connection]:
     """The client for ``target``, closed on exit; configuration problems exit with code 3."""
+    if target.sandbox and target.network:
+        raise UsageProblem(
+            "--sandbox runs a local sandbox: --proxy, --ca-bundle, --client-cert and "
+            "--client-key are for a remote API"
+        )
     async with contextlib.AsyncExitStack() as stack:
         try:
             if target.sandbox:
@@ -77,7 +84,7 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
                     client_id, secret, sandbox.base_url, rate_limit=_rate_limit(target)
                 )
             else:
-                overrides: dict[str, Any] = {"rate_limit": _rate_limit(target)}
+                overrides: dict[str, Any] = {"rate_limit": _rate_limit(target), **target.network}
                 if target.base_url is not None:
                     overrides["base_url"] = target.base_url
                 client = AsyncLoyaltyLayer.from_env(**overrides)

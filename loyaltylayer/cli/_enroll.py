@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import click
@@ -46,6 +47,7 @@ from ._exit import (
 )
 from ._files import same_file
 from ._input import CheckedRow, InputError, InputFile, parse_mapping
+from ._network_options import network_options
 from ._progress import JobProgress, Tally
 from ._results import ResultsError, ResultsFile, describe_error, describe_errors
 from ._summary import print_summary
@@ -273,9 +275,9 @@ def _stop_reason(error: EnrollmentError) -> str:
     return str(error)
 
 
-_NOT_IN_RESUME = frozenset({"dry_run", "restart", "yes", "redis_url"})
-"""Options the resume command leaves out: one-time choices, and a URL that may hold a password
-(a rerun reads it from the environment again)."""
+_NOT_IN_RESUME = frozenset({"dry_run", "restart", "yes", "redis_url", "proxy"})
+"""Options the resume command leaves out: one-time choices, and URLs that may hold a password
+(a rerun reads them from the environment again)."""
 
 
 def _resume_command(ctx: click.Context, **effective: object) -> str:
@@ -411,6 +413,7 @@ def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_r
 @click.option("--dry-run", is_flag=True, help="Check the file and show the plan; send nothing.")
 @click.option("--sandbox", is_flag=True, help="Run against an embedded local sandbox.")
 @click.option("--base-url", metavar="URL", help="API base URL [env: LOYALTYLAYER_BASE_URL].")
+@network_options
 @click.option(
     "--redis-url",
     metavar="URL",
@@ -460,6 +463,7 @@ def enroll_command(
     dry_run: bool,
     sandbox: bool,
     base_url: str | None,
+    network: dict[str, Any],
     redis_url: str | None,
     rate: int,
     per: float,
@@ -493,6 +497,7 @@ def enroll_command(
         base_url=base_url,
         redis_url=redis_url,
         rate=RateLimit(requests=rate, per=per),
+        network=network,
     )
     try:
         results = ResultsFile.load(

@@ -10,6 +10,10 @@ error of the line it opens on, and the lines after it are read as the rows they 
 swallowed into one cell until the next quote). The rows counted are the data rows a spreadsheet
 shows. An errors file of an earlier run is a valid input: its own ``line`` and ``error``
 columns are ignored and the ``'`` it put before formula-like cells is taken off.
+
+Every line and every cell read is held as a :class:`~loyaltylayer.Secret` from the moment it is
+read: a row holds a card number and a CVV, and a traceback that shows local variables (rich's
+``show_locals``, Sentry) must show none of them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import attrs
 
 from .._enroll_models import RECORD_FIELDS, EnrollRecord, record_key
 from .._errors import ValidationError
+from .._secrets import Secret
 from .._seen import SeenKeys
 from ._errors_file import ERRORS_HEADER, restore
 
@@ -88,8 +93,13 @@ class _RawRow:
 
 
 def _csv_cells(line: str) -> list[str]:
-    """The cells of one line of CSV; a quote it leaves open is a ``csv.Error``."""
-    return next(csv.reader((line,), strict=True), [])
+    """The cells of one line of CSV, as secrets; a quote it leaves open is a ``csv.Error``."""
+    return [Secret(cell) for cell in next(csv.reader((line,), strict=True), [])]
+
+
+def _secret_strings(obj: dict[str, object]) -> dict[str, object]:
+    """A ``json.loads`` object hook: every string value of a JSON line read as a secret."""
+    return {key: Secret(value) if isinstance(value, str) else value for key, value in obj.items()}
 
 
 def _csv_problem(error: csv.Error) -> str:
@@ -220,7 +230,7 @@ class InputFile:
         width = len(self.columns)
         with self.path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
             stream.readline()
-            for line, text in enumerate(stream, start=2):
+            for line, text in enumerate(map(Secret, stream), start=2):
                 try:
                     cells = _csv_cells(text)
                 except csv.Error as error:
@@ -245,10 +255,13 @@ class InputFile:
                 if not raw.strip():
                     continue
                 try:
-                    data = json.loads(raw.decode("utf-8-sig" if line == 1 else "utf-8"))
+                    text = Secret(raw.decode("utf-8-sig" if line == 1 else "utf-8"))
                 except UnicodeDecodeError:
                     yield _RawRow(line=line, values={}, errors={"row": "is not UTF-8 text"})
                     continue
+                del raw  # the line's bytes: only ``text``, a secret, stays
+                try:
+                    data = json.loads(text, object_hook=_secret_strings)
                 except (ValueError, RecursionError):  # also a number too long to read
                     yield _RawRow(line=line, values={}, errors={"row": "is not valid JSON"})
                     continue

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 from rich.console import Console
 
 from .._config import ENV_CLIENT_ID, env
 from ._connect import Target, check_credentials, connect
+from ._network_options import network_options
 
 __all__ = ["token_command"]
 
 
 @click.command("token")
 @click.option("--base-url", metavar="URL", help="API base URL [env: LOYALTYLAYER_BASE_URL].")
-def token_command(base_url: str | None) -> None:
+@network_options
+def token_command(base_url: str | None, network: dict[str, Any]) -> None:
     """Get an access token with the credentials in the environment, to check them.
 
     The token itself is never printed: it is a bearer credential.
     """
-    target = Target(base_url=base_url)
+    target = Target(base_url=base_url, network=network)
     console = Console(highlight=False)
 
     async def main() -> int:

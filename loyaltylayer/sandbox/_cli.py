@@ -87,6 +87,11 @@ async def _serve(config: SandboxConfig) -> None:
         await stop.wait()
 
 
+def _shown_secret(client_id: str, secret: str) -> str:
+    """The public demo client's secret; never one of ``--config`` (it may be a real one)."""
+    return secret if DEFAULT_CLIENTS.get(client_id) == secret else "(from --config, not shown)"
+
+
 def _announce(base_url: str, config: SandboxConfig) -> None:
     """Print where the sandbox listens and its demo credentials, in one write.
 
@@ -95,7 +100,8 @@ def _announce(base_url: str, config: SandboxConfig) -> None:
     """
     lines = [f"LoyaltyLayer sandbox listening on {base_url}"]
     lines += [
-        f"  client_id={client}  client_secret={secret}" for client, secret in config.clients.items()
+        f"  client_id={client}  client_secret={_shown_secret(client, secret)}"
+        for client, secret in config.clients.items()
     ]
     lines += [f"  plan {plan_id}: {plan.type}" for plan_id, plan in config.plans.items()]
     lines.append("Press Ctrl-C to stop.")

@@ -1,12 +1,19 @@
 """The control plane under ``/__sandbox/``: reset, faults, clock, journal, passes, key rotation.
 
 Loopback clients only (403 otherwise), never rate limited, never journaled.
+
+A web page open in a browser on the same machine is a loopback client too, so the control plane
+also refuses what only a browser sends it (403): a ``Host`` that is not a loopback address with
+the sandbox's port (a DNS-rebinding page's own host name), an ``Origin`` other than the sandbox
+itself, and a body that is not ``application/json`` (a form or ``text/plain`` post, which a page
+may send anywhere without asking; a JSON one needs the CORS preflight the sandbox never grants).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -89,9 +96,35 @@ _ROUTES = {
 }
 
 
+def _is_this_sandbox(request: web.Request, url: str) -> bool:
+    """Whether ``url`` names a loopback host and the port this request came in on."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    return is_loopback(parts.hostname) and sockname is not None and port == sockname[1]
+
+
+def _browser_refusal(request: web.Request) -> str | None:
+    """Why a request looks like a web page's rather than a test's or a script's, if it does."""
+    if not _is_this_sandbox(request, f"http://{request.headers.get('Host', '')}"):
+        return "The sandbox control plane answers requests to its loopback address only."
+    origin = request.headers.get("Origin")
+    if origin is not None and not _is_this_sandbox(request, origin):
+        return "The sandbox control plane refuses requests from web pages of other origins."
+    if request.body_exists and request.content_type != "application/json":
+        return "The sandbox control plane accepts application/json bodies only."
+    return None
+
+
 async def handle_control(core: Core, request: web.Request) -> web.Response:
     if not is_loopback(request.remote):
         return _error(403, "forbidden", "The sandbox control plane answers loopback clients only.")
+    refusal = _browser_refusal(request)
+    if refusal is not None:
+        return _error(403, "forbidden", refusal)
     found = _ROUTES.get(request.path[len(CONTROL_PREFIX) :])
     if found is None:
         return _error(404, "not_found", f"No control endpoint at {request.path}.")
