@@ -53,6 +53,7 @@ from ._models import (
 )
 from ._portal import SyncInAsyncWarning, shutdown_portal
 from ._ratelimit import Limiter, RateLimit
+from ._raw import APIResponse
 from ._tokencache import TokenCache
 from ._version import __version__
 
@@ -67,11 +68,13 @@ if TYPE_CHECKING:
         MemoryCheckpoint,
     )
     from ._sync import Cards, LoyaltyLayer, Passes
+    from ._telemetry import Telemetry
     from .contrib.redis import RedisRateLimiter, RedisTokenCache
 
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponse",
     "APIStatusError",
     "APITimeoutError",
     "AlreadyCancelledError",
@@ -120,6 +123,7 @@ __all__ = [
     "RequestInProgressError",
     "ServerError",
     "SyncInAsyncWarning",
+    "Telemetry",
     "TokenCache",
     "UnexpectedResponseError",
     "UnknownPass",
@@ -142,6 +146,7 @@ _LAZY = {
     "Passes": "._sync",
     "RedisRateLimiter": ".contrib.redis",
     "RedisTokenCache": ".contrib.redis",
+    "Telemetry": "._telemetry",
     "encrypt_card": "._cards",
 }
 """Names loaded on first use, from the module that defines them: the Redis ones need an
