@@ -32,7 +32,13 @@ from .._cardmath import mask_card
 from .._enroll_models import EnrollOutcome, EnrollRecord
 from .._errors import AuthenticationError, EnrollmentError
 from .._ratelimit import RateLimit
-from ._connect import SANDBOX_ENVIRONMENT, Target, check_credentials, connect
+from ._connect import (
+    SANDBOX_ENVIRONMENT,
+    Target,
+    check_credentials,
+    connect,
+    private_key_option,
+)
 from ._dryrun import print_dry_run
 from ._errors_file import ErrorsFile
 from ._exit import (
@@ -411,6 +417,7 @@ def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_r
 @click.option("--dry-run", is_flag=True, help="Check the file and show the plan; send nothing.")
 @click.option("--sandbox", is_flag=True, help="Run against an embedded local sandbox.")
 @click.option("--base-url", metavar="URL", help="API base URL [env: LOYALTYLAYER_BASE_URL].")
+@private_key_option
 @click.option(
     "--redis-url",
     metavar="URL",
@@ -460,6 +467,7 @@ def enroll_command(
     dry_run: bool,
     sandbox: bool,
     base_url: str | None,
+    private_key: Path | None,
     redis_url: str | None,
     rate: int,
     per: float,
@@ -493,6 +501,7 @@ def enroll_command(
         base_url=base_url,
         redis_url=redis_url,
         rate=RateLimit(requests=rate, per=per),
+        private_key=private_key,
     )
     try:
         results = ResultsFile.load(

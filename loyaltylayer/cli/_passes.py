@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +17,7 @@ from .._async._client import AsyncLoyaltyLayer
 from .._convert import unstructure
 from .._errors import AuthenticationError, LoyaltyLayerError, ValidationError
 from .._models import HolderUpdate, Pass
-from ._connect import Target, connect
+from ._connect import Target, connect, private_key_option
 from ._exit import CliError, ConfigurationProblem, UsageProblem
 from ._results import describe_error
 
@@ -52,9 +53,9 @@ def _show(found: Pass, *, as_json: bool) -> None:
     console.print(table)
 
 
-def _run(base_url: str | None, call: Callable[[AsyncLoyaltyLayer], Awaitable[Pass]]) -> Pass:
+def _run(target: Target, call: Callable[[AsyncLoyaltyLayer], Awaitable[Pass]]) -> Pass:
     async def main() -> Pass:
-        async with connect(Target(base_url=base_url), Console(stderr=True)) as connection:
+        async with connect(target, Console(stderr=True)) as connection:
             return await call(connection.client)
 
     try:
@@ -75,10 +76,14 @@ def pass_group() -> None:
 @pass_group.command("status")
 @click.argument("pass_id")
 @_base_url
+@private_key_option
 @_as_json
-def status_command(pass_id: str, base_url: str | None, as_json: bool) -> None:
+def status_command(
+    pass_id: str, base_url: str | None, private_key: Path | None, as_json: bool
+) -> None:
     """Show the pass PASS_ID as it is now."""
-    _show(_run(base_url, lambda client: client.passes.status(pass_id)), as_json=as_json)
+    target = Target(base_url=base_url, private_key=private_key)
+    _show(_run(target, lambda client: client.passes.status(pass_id)), as_json=as_json)
 
 
 @pass_group.command("update")
@@ -90,6 +95,7 @@ def status_command(pass_id: str, base_url: str | None, as_json: bool) -> None:
 @click.option("--country", help="ISO 3166-1 alpha-2, e.g. GB.")
 @click.option("--reference", help="Your own id for the pass.")
 @_base_url
+@private_key_option
 @_as_json
 def update_command(
     pass_id: str,
@@ -100,6 +106,7 @@ def update_command(
     country: str | None,
     reference: str | None,
     base_url: str | None,
+    private_key: Path | None,
     as_json: bool,
 ) -> None:
     """Change the holder's details or the reference of PASS_ID (only what is given)."""
@@ -115,7 +122,7 @@ def update_command(
     except ValidationError as error:
         raise UsageProblem(str(error)) from None
     updated = _run(
-        base_url,
+        Target(base_url=base_url, private_key=private_key),
         lambda client: client.passes.update(pass_id, holder=holder, reference=reference),
     )
     _show(updated, as_json=as_json)
@@ -125,7 +132,11 @@ def update_command(
 @click.argument("pass_id")
 @click.option("--reason", help="Why the pass is cancelled (kept with it).")
 @_base_url
+@private_key_option
 @_as_json
-def cancel_command(pass_id: str, reason: str | None, base_url: str | None, as_json: bool) -> None:
+def cancel_command(
+    pass_id: str, reason: str | None, base_url: str | None, private_key: Path | None, as_json: bool
+) -> None:
     """Cancel the pass PASS_ID."""
-    _show(_run(base_url, lambda client: client.passes.cancel(pass_id, reason)), as_json=as_json)
+    target = Target(base_url=base_url, private_key=private_key)
+    _show(_run(target, lambda client: client.passes.cancel(pass_id, reason)), as_json=as_json)
