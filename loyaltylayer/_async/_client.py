@@ -37,7 +37,7 @@ from .._transport import RequestOptions, Transport
 
 if TYPE_CHECKING:
     from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
-    from .._telemetry import Telemetry
+    from .._telemetry import Instrumentation, Telemetry
     from ._resources import (
         AsyncCards,
         AsyncCardsWithRawResponse,
@@ -71,7 +71,9 @@ class AsyncLoyaltyLayerWithRawResponse:
         return self._passes
 
 
-def _instrumentation(errors: dict[str, str], telemetry: object, base_url: str) -> Any:
+def _instrumentation(
+    errors: dict[str, str], telemetry: object, base_url: str
+) -> Instrumentation | None:
     """The client's telemetry, or ``None`` when it has none (and imports nothing for it)."""
     if telemetry is False:
         return None
@@ -205,10 +207,11 @@ class AsyncLoyaltyLayer:
             "private_key": env(ENV_PRIVATE_KEY),
         }
         method = overrides.get("token_auth_method", settings["token_auth_method"])
-        key = overrides.get("private_key", settings["private_key"])
-        if method == "private_key_jwt" or (method is None and key is not None):
-            settings["client_secret"] = overrides.get("client_secret")
-            overrides = overrides | {"client_secret": settings["client_secret"]}
+        private_key = overrides.get("private_key", settings["private_key"])
+        if method == "private_key_jwt" or (method is None and private_key is not None):
+            # The key replaces the secret: the environment's is neither needed nor read.
+            settings["client_secret"] = None
+            overrides.setdefault("client_secret", None)
         missing = [
             name
             for name, key in (
