@@ -53,6 +53,7 @@ from ._models import (
 )
 from ._portal import SyncInAsyncWarning, shutdown_portal
 from ._ratelimit import Limiter, RateLimit
+from ._raw import APIResponse
 from ._secrets import Secret
 from ._tokencache import TokenCache
 from ._version import __version__
@@ -68,11 +69,13 @@ if TYPE_CHECKING:
         MemoryCheckpoint,
     )
     from ._sync import Cards, LoyaltyLayer, Passes
+    from ._telemetry import Telemetry
     from .contrib.redis import RedisRateLimiter, RedisTokenCache
 
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponse",
     "APIStatusError",
     "APITimeoutError",
     "AlreadyCancelledError",
@@ -122,6 +125,7 @@ __all__ = [
     "Secret",
     "ServerError",
     "SyncInAsyncWarning",
+    "Telemetry",
     "TokenCache",
     "UnexpectedResponseError",
     "UnknownPass",
@@ -144,6 +148,7 @@ _LAZY = {
     "Passes": "._sync",
     "RedisRateLimiter": ".contrib.redis",
     "RedisTokenCache": ".contrib.redis",
+    "Telemetry": "._telemetry",
     "encrypt_card": "._cards",
 }
 """Names loaded on first use, from the module that defines them: the Redis ones need an

@@ -28,8 +28,8 @@ import platform
 import random
 import ssl
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, TypeGuard
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import aiohttp
 import attrs
@@ -58,6 +58,10 @@ from ._retry_after import DOCUMENTED_RETRY_AFTER, MAX_RETRY_AFTER, cap_retry_aft
 from ._secrets import Secret
 from ._tokencache import TokenCache
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._client_auth import ClientAuthentication
+    from ._telemetry import Instrumentation
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Response", "Transport", "new_idempotency_key"]
 
@@ -98,11 +102,16 @@ class Response:
     """A successful reply: its JSON body and what the caller needs to know about the request."""
 
     status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
     data: Any = attrs.field(repr=False)
     correlation_id: str
     idempotency_key: str | None
     replayed: bool
     attempts: int
+    lease_wait: float
+    """Seconds the call's attempts waited for the rate limiter's leases, all added up."""
+    elapsed: float
+    """Seconds from the call to its reply: every attempt, wait and retry included."""
 
 
 def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
@@ -148,6 +157,23 @@ class RequestOptions:
     """Attempts after the first one that fails retryably."""
     deadline: float | None
     """Seconds from the call's first lease to its end, every retry included; ``None``: no limit."""
+    priority: Literal["interactive", "batch"] = "interactive"
+    """Interactive calls take the next free lease ahead of queued batch calls."""
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    """Headers sent with every attempt, besides the pipeline's own (never one of those)."""
+    client_timeout: aiohttp.ClientTimeout = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: aiohttp.ClientTimeout(
+                total=self.timeout, sock_connect=min(self.timeout, 10.0)
+            ),
+            takes_self=True,
+        ),
+    )
+    """``timeout`` as aiohttp takes it: made once, as every attempt without a nearer deadline
+    uses it."""
 
 
 @attrs.define(kw_only=True)
@@ -167,6 +193,17 @@ class _Call:
     proxy: Proxy | None
     secret_fields: frozenset[str]
     """Keys whose string values in the reply are read as :class:`Secret` (``access_token``)."""
+    started: float
+    """Loop time the call was made."""
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
+    """Sent with every attempt besides the pipeline's own: ``extra_headers``, client auth."""
+    body_per_attempt: Callable[[], Any] | None = attrs.field(default=None, repr=False)
+    """Makes a new body for every attempt, for a body that may be used only once (an RFC 7523
+    client assertion: its ``jti`` is single-use)."""
+    span: Any = None
+    """The telemetry span of the call, when it has one."""
+    lease_wait: float = 0.0
+    """Seconds its attempts waited for a lease so far."""
     attempts: int = 0
     deadline_at: float | None = None
     """Loop time the call must end by; set when its first attempt gets its lease."""
@@ -229,7 +266,7 @@ class Transport:
         base_url: str,
         auth_url: str,
         client_id: str,
-        client_secret: str,
+        client_auth: ClientAuthentication,
         options: RequestOptions,
         rate_limit: RateLimit | Limiter | None,
         close_limiter: bool,
@@ -237,13 +274,14 @@ class Transport:
         token_cache: TokenCache | None,
         network: Network,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        telemetry: Instrumentation | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth_url = auth_url.rstrip("/")
         self._client_id = client_id
-        self._client_secret = Secret(client_secret)
         self._network = network
         self._proxies = {url: network.proxy_for(url) for url in (self.base_url, self.auth_url)}
         # Made here, not on the loop: loading the system's CAs takes tens of milliseconds.
@@ -252,10 +290,11 @@ class Transport:
             default_ssl_context() if https else True  # plain http: no TLS at all
         )
         self._max_response_bytes = max_response_bytes
+        self._client_auth = client_auth
         self._options = options
-        self._session_timeout = aiohttp.ClientTimeout(
-            total=options.timeout, sock_connect=min(options.timeout, 10.0)
-        )
+        self._telemetry = telemetry
+        self._trace_configs = list(trace_configs)
+        self._session_timeout = options.client_timeout
         self._rate_limit = rate_limit
         self._limiter: Limiter | None = None
         self._close_limiter = close_limiter
@@ -284,6 +323,8 @@ class Transport:
                 self._limiter = self._rate_limit.bind(origin_of(self.base_url))
             else:
                 self._limiter = UnlimitedLimiter()
+            if self._telemetry is not None:
+                self._telemetry.watch(self._limiter)
         return self._limiter
 
     async def request(
@@ -297,12 +338,19 @@ class Transport:
         priority: bool = False,
         base_url: str | None = None,
         secret_fields: frozenset[str] = frozenset(),
+        options: RequestOptions | None = None,
+        traced: bool = True,
+        headers: Mapping[str, str] | None = None,
+        body_per_attempt: Callable[[], Any] | None = None,
     ) -> Response:
         """Send one logical request, retried as the policy allows; raise the typed error.
 
         ``secret_fields`` names the keys of the reply whose values are secrets (a token).
+        ``options`` are the client's unless given (a ``with_options`` view gives its own);
+        ``traced=False`` makes no span for it (its metrics are still recorded).
         """
         base_url = base_url or self.base_url
+        options = options or self._options
         call = _Call(
             method=method,
             url=base_url + path,
@@ -312,10 +360,19 @@ class Transport:
             correlation_id=_new_correlation_id(),
             authenticated=authenticated,
             priority=priority,
-            options=self._options,
+            options=options,
             proxy=self._proxies[base_url],
             secret_fields=secret_fields,
+            started=asyncio.get_running_loop().time(),
+            headers=options.extra_headers + tuple((headers or {}).items()),
+            body_per_attempt=body_per_attempt,
         )
+        if self._telemetry is not None:
+            return await self._telemetry.observe(call, self._run, traced=traced)
+        return await self._run(call)
+
+    async def _run(self, call: _Call) -> Response:
+        """The logical call: its first attempt, then the retries it may need."""
         try:
             return await self._attempt(call)
         except LoyaltyLayerError as error:
@@ -332,7 +389,10 @@ class Transport:
         # Before the token: in a forked child, this also drops the parent's token refresh.
         session = self._session_for_loop()
         token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
+        loop = asyncio.get_running_loop()
+        lease_asked = loop.time()
         async with self.limiter.lease(priority=call.priority):
+            call.lease_wait += loop.time() - lease_asked
             if call.deadline_at is None and call.options.deadline is not None:
                 call.deadline_at = asyncio.get_running_loop().time() + call.options.deadline
             status, headers, raw = await self._send(call, session, token)
@@ -394,6 +454,8 @@ class Transport:
         error = details["exception"]
         if not _is_own(error, call):
             return
+        if self._telemetry is not None:
+            self._telemetry.failed_attempt(call, error, details.get("wait"))
         if isinstance(error, RateLimitError):
             retry_after = _DEFAULT_RETRY_AFTER if error.retry_after is None else error.retry_after
             logger.warning(
@@ -417,7 +479,10 @@ class Transport:
         self, call: _Call, session: aiohttp.ClientSession, token: str | None
     ) -> tuple[int, Mapping[str, str], bytes]:
         """The HTTP exchange of one attempt: its status, headers and body."""
+        if call.body_per_attempt is not None:
+            call.body = Secret(encode_compact(call.body_per_attempt()))
         headers = {"X-Correlation-ID": call.correlation_id, "Accept": "application/json"}
+        headers.update(call.headers)
         if call.body is not None:
             headers["Content-Type"] = "application/json"
         if token is not None:
@@ -445,7 +510,7 @@ class Transport:
             logger.info("%s %s timed out (%s)", call.method, call.path, call.correlation_id)
             # Connecting or reading too slowly (aiohttp's ServerTimeoutError) is the attempt's
             # own timeout; only the total, cut short by the deadline, is the deadline's.
-            cut_short = timeout is not self._session_timeout
+            cut_short = timeout is not call.options.client_timeout
             if cut_short and not isinstance(exc, aiohttp.ServerTimeoutError):
                 raise self._deadline_error(call) from None
             raise APITimeoutError("no reply in time", **call.context()) from None
@@ -532,14 +597,14 @@ class Transport:
         )
 
     def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
-        """The session's timeout, or a shorter one when the call's deadline is nearer."""
+        """The call's timeout, or a shorter one when the call's deadline is nearer."""
         if call.deadline_at is None:
-            return self._session_timeout
+            return call.options.client_timeout
         left = call.deadline_at - asyncio.get_running_loop().time()
         if left <= 0:
             raise self._deadline_error(call)
         if left >= call.options.timeout:
-            return self._session_timeout
+            return call.options.client_timeout
         return aiohttp.ClientTimeout(total=left, sock_connect=min(left, 10.0))
 
     def _deadline_error(self, call: _Call) -> APITimeoutError:
@@ -568,11 +633,14 @@ class Transport:
             )
         return Response(
             status=status,
+            headers=headers,
             data=data,
             correlation_id=call.correlation_id,
             idempotency_key=call.idempotency_key,
             replayed=headers.get("Idempotent-Replayed") == "true",
             attempts=call.attempts,
+            lease_wait=call.lease_wait,
+            elapsed=asyncio.get_running_loop().time() - call.started,
         )
 
     def _error(self, call: _Call, status: int, headers: Mapping[str, str], data: Any) -> APIError:
@@ -613,19 +681,18 @@ class Transport:
                 timeout=self._session_timeout,
                 headers={"User-Agent": _USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=100, ssl=self._ssl),
+                trace_configs=self._trace_configs or None,
             )
             self._session_pid = os.getpid()
         return self._session
 
     async def _fetch_token(self) -> IssuedToken:
+        auth = self._client_auth
         response = await self.request(
             "POST",
             "/auth/token",
-            body={
-                "client_id": self._client_id,
-                "client_secret": self._client_secret,
-                "grant_type": "client_credentials",
-            },
+            headers=auth.headers(),
+            body_per_attempt=auth.body,
             authenticated=False,
             priority=True,
             base_url=self.auth_url,

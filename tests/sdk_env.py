@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import loyaltylayer as ll
@@ -46,3 +51,20 @@ async def new_pass(client: ll.AsyncLoyaltyLayer, plan_id: str = "pp-gold") -> ll
     return await client.passes.create(
         plan_id=plan_id, enrol_token=token.enrol_token, holder=holder()
     )
+
+
+def fresh_interpreter(source: str, *args: str) -> Any:
+    """What ``source``, run in a new interpreter with this checkout on its path, prints as JSON:
+    for what a test process, which has imported everything long ago, cannot show."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", source, *args],
+        env=os.environ | {"PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)

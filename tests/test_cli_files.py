@@ -478,6 +478,7 @@ def test_every_option_is_in_the_resume_command_or_left_out_on_purpose() -> None:
         "--map": "A=email",
         "--job-id": "j",
         "--base-url": "http://h",
+        "--private-key": "key.pem",
         "--rate": "5",
         "--per": "2.0",
         "--concurrency": "3",

@@ -38,6 +38,7 @@ def test_the_readme_marks_its_examples_runnable() -> None:
     assert [where for where, _ in BLOCKS if where.startswith("README")] == [
         "README.md#1",
         "README.md#2",
+        "README.md#3",
     ]
 
 

@@ -9,18 +9,13 @@ runs a fresh interpreter, since this test process has long imported all of them.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 from joserfc import jwe
 from joserfc.jwk import RSAKey
-
-ROOT = Path(__file__).resolve().parent.parent
+from sdk_env import fresh_interpreter
 
 PROBE = textwrap.dedent(
     """
@@ -70,17 +65,7 @@ def key() -> RSAKey:
 @pytest.fixture(scope="module")
 def probe(key: RSAKey) -> dict[str, Any]:
     """A fresh interpreter: the modules ``import loyaltylayer`` loaded, then a first encryption."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(key.as_dict(private=False))],
-        env=os.environ | {"PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    out: dict[str, Any] = json.loads(result.stdout)
+    out: dict[str, Any] = fresh_interpreter(PROBE, json.dumps(key.as_dict(private=False)))
     return out
 
 

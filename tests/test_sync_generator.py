@@ -125,10 +125,17 @@ def test_two_renders_give_the_committed_bytes(tree: Path) -> None:
 
 def test_imports_are_the_async_modules_own_renamed() -> None:
     client = (REPO / "loyaltylayer/_sync/_client.py").read_text()
-    assert "from ._resources import Cards, Passes\n" in client  # was AsyncCards, AsyncPasses
+    # was AsyncCards, AsyncCardsWithRawResponse...
+    assert (
+        "from ._resources import Cards, CardsWithRawResponse, Passes, PassesWithRawResponse\n"
+        in (client)
+    )
     assert "from collections.abc import Iterable, Iterator, Mapping\n" in client
-    assert "from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer\n" in client
-    assert "aiohttp" not in client.replace("an aiohttp", "")  # `session` is dropped
+    assert (
+        "from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer, "
+        "AsyncLoyaltyLayerWithRawResponse\n"
+    ) in client
+    assert "aiohttp" not in client.replace("an aiohttp", "")  # `session`, `trace_configs` dropped
     assert "run_enrollment" not in client  # used by the async body only
 
 

@@ -17,16 +17,22 @@ NAMES = {
     "AsyncLoyaltyLayer": "LoyaltyLayer",
     "AsyncCards": "Cards",
     "AsyncPasses": "Passes",
+    "AsyncLoyaltyLayerWithRawResponse": "LoyaltyLayerWithRawResponse",
+    "AsyncCardsWithRawResponse": "CardsWithRawResponse",
+    "AsyncPassesWithRawResponse": "PassesWithRawResponse",
     "AsyncIterator": "Iterator",
     "AsyncIterable": "Iterable",
 }
 METHODS = {"__aenter__": "__enter__", "__aexit__": "__exit__"}
-DROPPED = {("AsyncLoyaltyLayer", "__init__"): {"session"}}
+DROPPED = {("AsyncLoyaltyLayer", "__init__"): {"session", "trace_configs"}}
 
 PAIRS = [
     (async_client.AsyncLoyaltyLayer, sync.LoyaltyLayer),
     (async_resources.AsyncCards, sync.Cards),
     (async_resources.AsyncPasses, sync.Passes),
+    (async_client.AsyncLoyaltyLayerWithRawResponse, sync.LoyaltyLayerWithRawResponse),
+    (async_resources.AsyncCardsWithRawResponse, sync.CardsWithRawResponse),
+    (async_resources.AsyncPassesWithRawResponse, sync.PassesWithRawResponse),
 ]
 IDS = [a.__name__ for a, _ in PAIRS]
 

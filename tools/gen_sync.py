@@ -26,10 +26,11 @@ SYNC_DIR = "loyaltylayer/_sync"
 MODULES = ("_client", "_resources")
 # Async class -> sync twin; a property or method returning one returns the twin.
 CLASSES = {"AsyncLoyaltyLayer": "LoyaltyLayer", "AsyncCards": "Cards", "AsyncPasses": "Passes"}
+CLASSES |= {f"{name}WithRawResponse": f"{twin}WithRawResponse" for name, twin in CLASSES.items()}
 CONSTRUCTIBLE = {"AsyncLoyaltyLayer"}  # the others are made by their client (`client.cards`)
-# (class, method, parameter) the sync twin leaves out (it needs a default), and why.
-DROPPED = {
-    ("AsyncLoyaltyLayer", "__init__", "session"): "an aiohttp session belongs to the caller's loop"
+DROPPED = {  # (class, method, parameter) the sync twin leaves out (it needs a default), and why
+    ("AsyncLoyaltyLayer", "__init__", "session"): "an aiohttp session belongs to the caller's loop",
+    ("AsyncLoyaltyLayer", "__init__", "trace_configs"): "aiohttp tracing belongs to async code",
 }
 TYPE_TWINS = {"AsyncIterator": "Iterator", "AsyncIterable": "Iterable"}
 LOOP_BOUND_MODULES = ("aiohttp",)
@@ -73,8 +74,7 @@ class _Module:
                 self.defined.add(getattr(target, "id", ""))
         if "__future__" not in self.bound.values():
             raise self.error(self.tree, "needs `from __future__ import annotations`")
-        self.classes = [n for n in self.tree.body if isinstance(n, ast.ClassDef)]
-        self.classes = [n for n in self.classes if n.name in CLASSES]
+        self.classes = [n for n in self.tree.body if type(n) is ast.ClassDef and n.name in CLASSES]
 
     def error(self, node: ast.AST, message: str) -> GenerationError:
         return GenerationError(self.origin, getattr(node, "lineno", 1), message)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import ssl
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import aiohttp
 
+from .._client_auth import (
+    ENV_PRIVATE_KEY,
+    ENV_TOKEN_AUTH_METHOD,
+    TokenAuthMethod,
+    client_authentication,
+)
 from .._config import (
     ENV_AUTH_URL,
     ENV_BASE_URL,
@@ -29,17 +37,65 @@ from .._errors import ConfigurationError
 from .._logging import configure_from_env
 from .._models import check_id, raise_if_invalid
 from .._network import PathLike, make_network
+from .._options import NOT_GIVEN, Channel, NotGiven, check_request_options, evolve_options
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES, RequestOptions, Transport
 
 if TYPE_CHECKING:
     from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
-    from ._resources import AsyncCards, AsyncPasses
+    from .._telemetry import Instrumentation, Telemetry
+    from ._resources import (
+        AsyncCards,
+        AsyncCardsWithRawResponse,
+        AsyncPasses,
+        AsyncPassesWithRawResponse,
+    )
 
-__all__ = ["AsyncLoyaltyLayer"]
+__all__ = ["AsyncLoyaltyLayer", "AsyncLoyaltyLayerWithRawResponse"]
 
 DEFAULT_RATE_LIMIT = RateLimit(requests=100, per=60.0)
+
+
+class AsyncLoyaltyLayerWithRawResponse:
+    """``client.with_raw_response``: the client's resources, each method returning an
+    :class:`APIResponse` (status, headers, correlation id, attempts... and ``.parse()``)."""
+
+    def __init__(self, cards: AsyncCards, passes: AsyncPasses) -> None:
+        from ._resources import AsyncCardsWithRawResponse, AsyncPassesWithRawResponse
+
+        self._cards = AsyncCardsWithRawResponse(cards)
+        self._passes = AsyncPassesWithRawResponse(passes)
+
+    @property
+    def cards(self) -> AsyncCardsWithRawResponse:
+        """``client.cards``, with raw responses."""
+        return self._cards
+
+    @property
+    def passes(self) -> AsyncPassesWithRawResponse:
+        """``client.passes``, with raw responses."""
+        return self._passes
+
+
+def _instrumentation(
+    errors: dict[str, str], telemetry: object, base_url: str
+) -> Instrumentation | None:
+    """The client's telemetry, or ``None`` when it has none (and imports nothing for it)."""
+    if telemetry is False:
+        return None
+    from .._telemetry import Instrumentation, Telemetry
+
+    if telemetry is True:
+        telemetry = Telemetry()
+    if not isinstance(telemetry, Telemetry):
+        errors["telemetry"] = "must be True, False or a loyaltylayer.Telemetry"
+        return None
+    try:
+        return Instrumentation(telemetry, base_url)
+    except ImportError:
+        errors["telemetry"] = "needs OpenTelemetry: pip install 'loyaltylayer[otel]'"
+        return None
 
 
 class AsyncLoyaltyLayer:
@@ -61,12 +117,23 @@ class AsyncLoyaltyLayer:
     presented for mTLS; ``ssl_context`` replaces all of these. TLS 1.2 is the least accepted.
     Redirects are never followed, and a reply larger than ``max_response_bytes`` (after
     decompression) is an error.
+
+    The token request authenticates the client as ``token_auth_method`` says:
+    ``"client_secret_post"`` (the default: the secret in the JSON body, as the integration
+    guide shows), ``"client_secret_basic"`` (an HTTP Basic header) or ``"private_key_jwt"``
+    (a JWT signed with ``private_key``, a PEM file's path or its bytes; ``client_secret`` is
+    then ``None``). A ``private_key`` alone implies ``"private_key_jwt"``.
+
+    ``telemetry=True`` sends OpenTelemetry spans and metrics to the global providers, and
+    ``telemetry=ll.Telemetry(...)`` to the given ones (the ``otel`` extra). ``trace_configs``
+    instrument each HTTP attempt of the session the client opens (each is an aiohttp
+    ``TraceConfig``; the async client only).
     """
 
     def __init__(
         self,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         base_url: str,
         *,
         auth_url: str | None = None,
@@ -76,6 +143,9 @@ class AsyncLoyaltyLayer:
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
         close_limiter: bool = False,
+        token_auth_method: TokenAuthMethod | None = None,
+        private_key: str | bytes | os.PathLike[str] | None = None,
+        telemetry: bool | Telemetry = False,
         session: aiohttp.ClientSession | None = None,
         proxy: str | None = None,
         trust_env: bool = True,
@@ -84,17 +154,13 @@ class AsyncLoyaltyLayer:
         client_key: PathLike | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         errors: dict[str, str] = {}
         check_id(errors, "client_id", client_id)
-        if not isinstance(client_secret, str) or not client_secret:
-            errors["client_secret"] = "must be a non-empty string"
-        if not isinstance(timeout, int | float) or timeout <= 0:
-            errors["timeout"] = "must be a positive number of seconds"
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            errors["max_retries"] = "must be a whole number, 0 or more"
-        if deadline is not None and (not isinstance(deadline, int | float) or deadline <= 0):
-            errors["deadline"] = "must be a positive number of seconds, or None"
+        check_request_options(errors, timeout=timeout, max_retries=max_retries, deadline=deadline)
+        if session is not None and trace_configs:
+            errors["trace_configs"] = "are for the session the client opens: add them to yours"
         if rate_limit is not None and not isinstance(rate_limit, RateLimit | Limiter):
             errors["rate_limit"] = "must be a loyaltylayer.RateLimit, a limiter, or None"
         if not isinstance(close_limiter, bool):
@@ -107,8 +173,19 @@ class AsyncLoyaltyLayer:
             or max_response_bytes < 1
         ):
             errors["max_response_bytes"] = "must be a whole number of bytes, 1 or more"
-        raise_if_invalid(errors)
         base_url = check_url("base_url", base_url)
+        auth_url = check_url("auth_url", auth_url) if auth_url is not None else base_url
+        client_auth = client_authentication(
+            errors,
+            client_id=client_id,
+            client_secret=client_secret,
+            method=token_auth_method,
+            private_key=private_key,
+            token_url=f"{auth_url}/auth/token",
+        )
+        instrumentation = _instrumentation(errors, telemetry, base_url)
+        raise_if_invalid(errors)
+        assert client_auth is not None
         network = make_network(
             proxy=proxy,
             trust_env=trust_env,
@@ -119,26 +196,33 @@ class AsyncLoyaltyLayer:
             own_session=session is None,
         )
         configure_from_env()
+        options = RequestOptions(timeout=float(timeout), max_retries=max_retries, deadline=deadline)
         self._transport = Transport(
             base_url=base_url,
-            auth_url=check_url("auth_url", auth_url) if auth_url is not None else base_url,
+            auth_url=auth_url,
             client_id=client_id,
-            client_secret=client_secret,
-            options=RequestOptions(
-                timeout=float(timeout), max_retries=max_retries, deadline=deadline
-            ),
+            client_auth=client_auth,
+            options=options,
             rate_limit=rate_limit,
             close_limiter=close_limiter,
             session=session,
             token_cache=token_cache,
             network=network,
             max_response_bytes=max_response_bytes,
+            telemetry=instrumentation,
+            trace_configs=trace_configs,
         )
+        self._attach(Channel(self._transport, options))
+
+    def _attach(self, channel: Channel, cards: AsyncCards | None = None) -> None:
+        """Send through ``channel``; ``cards`` shares its card keys with the new ``cards``."""
         # The resources, and cattrs with them, load with the first client.
         from ._resources import AsyncCards, AsyncPasses
 
-        self._cards = AsyncCards(self._transport)
-        self._passes = AsyncPasses(self._transport)
+        self._channel = channel
+        self._cards = cards._over(channel) if cards is not None else AsyncCards(channel)
+        self._passes = AsyncPasses(channel)
+        self._with_raw_response = AsyncLoyaltyLayerWithRawResponse(self._cards, self._passes)
 
     def __repr__(self) -> str:
         return f"<AsyncLoyaltyLayer {self._transport.base_url}>"
@@ -147,7 +231,9 @@ class AsyncLoyaltyLayer:
     def from_env(cls, **overrides: Any) -> Self:
         """A client configured from ``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``, ``_BASE_URL``
         (and the optional ``_AUTH_URL``, ``_REDIS_URL``, ``_PROXY``, ``_CA_BUNDLE``,
-        ``_CLIENT_CERT`` and ``_CLIENT_KEY``); keyword arguments override them.
+        ``_CLIENT_CERT``, ``_CLIENT_KEY``, ``_TOKEN_AUTH_METHOD`` and ``_PRIVATE_KEY``: a PEM
+        file's path, or the PEM itself); keyword arguments override them. With a private key,
+        ``_CLIENT_SECRET`` is neither needed nor read.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
         process using that URL; the client closes the limiter it makes for it.
@@ -161,7 +247,15 @@ class AsyncLoyaltyLayer:
             "ca_bundle": env(ENV_CA_BUNDLE),
             "client_cert": env(ENV_CLIENT_CERT),
             "client_key": env(ENV_CLIENT_KEY),
+            "token_auth_method": env(ENV_TOKEN_AUTH_METHOD),
+            "private_key": secret_env(ENV_PRIVATE_KEY),
         }
+        method = overrides.get("token_auth_method", settings["token_auth_method"])
+        private_key = overrides.get("private_key", settings["private_key"])
+        if method == "private_key_jwt" or (method is None and private_key is not None):
+            # The key replaces the secret: the environment's is neither needed nor read.
+            settings["client_secret"] = None
+            overrides.setdefault("client_secret", None)
         missing = [
             name
             for name, key in (
@@ -190,6 +284,41 @@ class AsyncLoyaltyLayer:
     def passes(self) -> AsyncPasses:
         """Create, batch-create, read, update and cancel passes."""
         return self._passes
+
+    @property
+    def with_raw_response(self) -> AsyncLoyaltyLayerWithRawResponse:
+        """The same methods, each returning the HTTP reply with its model (an
+        :class:`APIResponse`): ``client.with_raw_response.passes.status(pass_id)``."""
+        return self._with_raw_response
+
+    def with_options(
+        self,
+        *,
+        timeout: float | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        deadline: float | NotGiven | None = NOT_GIVEN,
+        priority: Literal["interactive", "batch"] | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
+    ) -> Self:
+        """This client with other options for its calls: ``client.with_options(timeout=5)``.
+
+        The new client shares this one's session, connections, token, rate limiter and card
+        keys: making one sends nothing, and closing either closes both. Options not given keep
+        this client's values; ``extra_headers`` are added to every request (besides those it
+        has already), and the SDK's own (``Authorization``, ``Idempotency-Key``,
+        ``X-Correlation-ID``...) are refused with a :class:`ValidationError`.
+        """
+        options = evolve_options(
+            self._channel.options,
+            timeout=timeout,
+            max_retries=max_retries,
+            deadline=deadline,
+            priority=priority,
+            extra_headers=extra_headers,
+        )
+        view = copy.copy(self)
+        view._attach(Channel(self._transport, options), self._cards)
+        return view
 
     @property
     def limiter(self) -> Limiter:
@@ -245,8 +374,10 @@ class AsyncLoyaltyLayer:
         # The engine loads with the first job: most programs never enroll.
         from ._enroll import run_enrollment
 
+        # One span per batch-create request, not one per record's tokenize.
+        quiet = Channel(self._transport, self._channel.options, traced=False)
         outcomes = run_enrollment(
-            self._cards,
+            self._cards._over(quiet),
             self._passes,
             records,
             plan_id=plan_id,
@@ -254,7 +385,7 @@ class AsyncLoyaltyLayer:
             checkpoint=checkpoint,
             concurrency=concurrency,
             max_wait=float(max_wait),
-            rate=self._transport.limiter.config,
+            rate=self.limiter.config,
         )
         async with aclosing(outcomes):
             async for outcome in outcomes:

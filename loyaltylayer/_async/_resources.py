@@ -1,7 +1,9 @@
-"""The API's resources: ``client.cards`` and ``client.passes``.
+"""The API's resources: ``client.cards`` and ``client.passes``, and their raw-response twins.
 
-Each method validates its input before anything is sent, calls the transport once, and turns
-the reply into a typed model.
+Each method validates its input before anything is sent, calls the transport, and turns the
+reply into a typed model. The work is done by a private method returning an
+:class:`APIResponse` (the reply, and how to parse it); the public method parses it, and
+``client.with_raw_response.<resource>.<method>`` hands it over as it is.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -38,15 +40,18 @@ from .._models import (
     check_reference_and_metadata,
     raise_if_invalid,
 )
+from .._options import Channel
+from .._raw import APIResponse
 from .._secrets import Secret
-from .._transport import Response, Transport, new_idempotency_key
+from .._transport import Response, new_idempotency_key
 
 if TYPE_CHECKING:
     from joserfc.jwk import RSAKey
 
-__all__ = ["AsyncCards", "AsyncPasses"]
+__all__ = ["AsyncCards", "AsyncCardsWithRawResponse", "AsyncPasses", "AsyncPassesWithRawResponse"]
 
 _KEYS_MAX_AGE = 3600.0
+_BATCH_PATH = "/v1/pass/batch-create"
 _ENROL_TOKEN = frozenset({"enrol_token"})
 
 
@@ -78,21 +83,102 @@ def _pass_from(response: Response, path: str) -> Pass:
     )
 
 
+def _batch(
+    requests: Iterable[PassRequest], *, limit: int | None
+) -> tuple[list[PassRequest], list[str]]:
+    """The requests of a batch, checked, and each one's idempotency key (generated unless the
+    request has one)."""
+    items = list(requests)
+    errors: dict[str, str] = {}
+    if not items:
+        errors["requests"] = "must not be empty"
+    elif limit is not None and len(items) > limit:
+        errors["requests"] = (
+            f"must be at most {limit} with with_raw_response (one HTTP request); "
+            "passes.batch_create takes any number"
+        )
+    for index, item in enumerate(items):
+        if not isinstance(item, PassRequest):
+            errors[f"requests[{index}]"] = "must be a loyaltylayer.PassRequest"
+    raise_if_invalid(errors)
+    return items, [item.idempotency_key or new_idempotency_key() for item in items]
+
+
+def _read_chunk(
+    response: Response, items: list[PassRequest], keys: list[str], chunk: range
+) -> list[BatchItem]:
+    """The items of one batch-create reply, created or failed, in input order."""
+    context = _context(response, _BATCH_PATH)
+    data = response.data
+    results = data.get("results") if isinstance(data, Mapping) else None
+    by_index: dict[int, Mapping[str, Any]] = {}
+    if isinstance(results, list):
+        for result in results:
+            if isinstance(result, Mapping) and isinstance(result.get("index"), int):
+                by_index[result["index"]] = result
+    out: list[BatchItem] = []
+    for position, index in enumerate(chunk):
+        result = by_index.get(position)
+        item_context = context | {"idempotency_key": keys[index]}
+        item = partial(BatchItem, index=index, request=items[index], idempotency_key=keys[index])
+        if result is None:
+            missing = UnexpectedResponseError(
+                f"batch reply has no result for item {position}", **item_context
+            )
+            out.append(item(error=missing))
+        elif result.get("status") == "created":
+            replayed = result.get("replayed") is True
+            try:
+                created = structure_pass(
+                    result.get("pass"),
+                    replayed=replayed,
+                    idempotency_key=keys[index],
+                    context=partial(dict, item_context),
+                )
+            except LoyaltyLayerError as bad_reply:
+                out.append(item(error=bad_reply))
+            else:
+                out.append(item(pass_=created, replayed=replayed))
+        else:
+            body = result.get("error")
+            body = body if isinstance(body, Mapping) else {}
+            code = body.get("code")
+            item_context.pop("status")
+            status = code if isinstance(code, int) else 400
+            out.append(item(error=status_error(status, body, **item_context)))
+    return out
+
+
+class _CardKeys:
+    """The card-encryption keys last fetched, with the one chosen and when to fetch them again:
+    shared by a client's ``cards`` and those of its ``with_options`` views."""
+
+    def __init__(self) -> None:
+        self.current: tuple[EncryptionKeySet, RSAKey, float] | None = None
+        self.lock: asyncio.Lock | None = None
+
+
 class AsyncCards:
     """Card tokenization: a card goes in encrypted, a single-use ``enrol_token`` comes out."""
 
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
-        self._keys: tuple[EncryptionKeySet, RSAKey, float] | None = None
-        self._keys_lock: asyncio.Lock | None = None
+    def __init__(self, channel: Channel, keys: _CardKeys | None = None) -> None:
+        self._channel = channel
+        self._keys = keys or _CardKeys()
+
+    def _over(self, channel: Channel) -> AsyncCards:
+        """These cards sending through ``channel``, with the same keys."""
+        return AsyncCards(channel, self._keys)
 
     async def encryption_keys(self) -> EncryptionKeySet:
         """Fetch the API's current card-encryption keys (a JWK Set; two during a rotation).
 
         The keys fetched here are also the ones :meth:`tokenize` encrypts with from now on.
         """
+        return (await self._encryption_keys()).parse()
+
+    async def _encryption_keys(self) -> APIResponse[EncryptionKeySet]:
         path = "/v1/card/encryption-keys"
-        response = await self._transport.request("GET", path)
+        response = await self._channel.request("GET", path)
         context = _context(response, path) | {"method": "GET"}
         keys = structure(response.data, EncryptionKeySet, **context)
         max_age = _KEYS_MAX_AGE
@@ -101,8 +187,8 @@ class AsyncCards:
             left = (min(expiries) - dt.datetime.now(dt.UTC)).total_seconds()
             max_age = max(0.0, min(max_age, left))
         chosen = import_key(choose_key(keys))
-        self._keys = (keys, chosen, asyncio.get_running_loop().time() + max_age)
-        return keys
+        self._keys.current = (keys, chosen, asyncio.get_running_loop().time() + max_age)
+        return APIResponse(response, lambda: keys)
 
     async def tokenize(
         self,
@@ -118,6 +204,18 @@ class AsyncCards:
         fetched once and cached (until the earliest ``expires_at``, at most an hour); if the
         server says the key was retired, they are fetched again and the card re-encrypted, once.
         """
+        return (
+            await self._tokenize(card, plan_id, card_type, idempotency_key=idempotency_key)
+        ).parse()
+
+    async def _tokenize(
+        self,
+        card: Card,
+        plan_id: str,
+        card_type: str | None,
+        *,
+        idempotency_key: str | None,
+    ) -> APIResponse[CardToken]:
         errors: dict[str, str] = {}
         if not isinstance(card, Card):
             errors["card"] = "must be a loyaltylayer.Card"
@@ -140,7 +238,7 @@ class AsyncCards:
 
     async def _tokenize_once(
         self, card: Card, plan_id: str, card_type: str | None, key: str, *, refresh_keys: bool
-    ) -> CardToken:
+    ) -> APIResponse[CardToken]:
         path = "/v1/card/tokenize"
         rsa_key = await self._encryption_key(refresh=refresh_keys)
         body = {
@@ -148,27 +246,30 @@ class AsyncCards:
             "plan_id": plan_id,
             "card_type": card_type,
         }
-        response = await self._transport.request(
+        response = await self._channel.request(
             "POST", path, body=body, idempotency_key=key, secret_fields=_ENROL_TOKEN
         )
-        return structure(response.data, CardToken, **_context(response, path))
+        return APIResponse(
+            response, partial(structure, response.data, CardToken, **_context(response, path))
+        )
 
     async def _encryption_key(self, *, refresh: bool) -> RSAKey:
-        if self._keys_lock is None:
-            self._keys_lock = asyncio.Lock()
-        async with self._keys_lock:
+        keys = self._keys
+        if keys.lock is None:
+            keys.lock = asyncio.Lock()
+        async with keys.lock:
             now = asyncio.get_running_loop().time()
-            if refresh or self._keys is None or now >= self._keys[2]:
-                await self.encryption_keys()
-            assert self._keys is not None
-            return self._keys[1]
+            if refresh or keys.current is None or now >= keys.current[2]:
+                await self._encryption_keys()
+            assert keys.current is not None
+            return keys.current[1]
 
 
 class AsyncPasses:
     """Lounge passes and eSIMs: create (alone or in batches), read, update, cancel."""
 
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
 
     async def create(
         self,
@@ -185,6 +286,27 @@ class AsyncPasses:
         The same ``idempotency_key`` (generated unless given) is sent on every retry, so a retry
         after a lost reply returns the pass made the first time instead of a second one.
         """
+        return (
+            await self._create(
+                plan_id=plan_id,
+                holder=holder,
+                enrol_token=enrol_token,
+                reference=reference,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        ).parse()
+
+    async def _create(
+        self,
+        *,
+        plan_id: str,
+        holder: Holder,
+        enrol_token: str | None,
+        reference: str | None,
+        metadata: Mapping[str, str] | None,
+        idempotency_key: str | None,
+    ) -> APIResponse[Pass]:
         request = PassRequest(
             plan_id=plan_id,
             holder=holder,
@@ -196,10 +318,10 @@ class AsyncPasses:
         path = "/v1/pass/create"
         body = unstructure(request)
         body.pop("idempotency_key", None)
-        response = await self._transport.request(
+        response = await self._channel.request(
             "POST", path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
         )
-        return _pass_from(response, path)
+        return APIResponse(response, partial(_pass_from, response, path))
 
     async def batch_create(self, requests: Iterable[PassRequest]) -> BatchResult:
         """Create any number of passes: sent in chunks of at most 100, concurrently, paced.
@@ -208,15 +330,7 @@ class AsyncPasses:
         retried chunk never makes a second pass. Items come back in input order, each created
         or failed with its typed error; a chunk that fails as a whole fails each of its items.
         """
-        items = list(requests)
-        errors: dict[str, str] = {}
-        if not items:
-            errors["requests"] = "must not be empty"
-        for index, item in enumerate(items):
-            if not isinstance(item, PassRequest):
-                errors[f"requests[{index}]"] = "must be a loyaltylayer.PassRequest"
-        raise_if_invalid(errors)
-        keys = [item.idempotency_key or new_idempotency_key() for item in items]
+        items, keys = _batch(requests, limit=None)
         size = _rules.MAX_BATCH
         chunks = [
             range(start, min(start + size, len(items))) for start in range(0, len(items), size)
@@ -227,76 +341,48 @@ class AsyncPasses:
     async def _send_chunk(
         self, items: list[PassRequest], keys: list[str], chunk: range
     ) -> list[BatchItem]:
-        path = "/v1/pass/batch-create"
-        wire = []
-        for index in chunk:
-            body = unstructure(items[index])
-            body["idempotency_key"] = keys[index]
-            wire.append(body)
         try:
-            response = await self._transport.request(
-                "POST", path, body={"passes": wire}, idempotency_key=new_idempotency_key()
-            )
+            response = await self._post_chunk(items, keys, chunk)
         except LoyaltyLayerError as error:
             return [
                 BatchItem(index=i, request=items[i], idempotency_key=keys[i], error=error)
                 for i in chunk
             ]
-        return self._read_chunk(response, path, items, keys, chunk)
+        return _read_chunk(response, items, keys, chunk)
 
-    def _read_chunk(
-        self, response: Response, path: str, items: list[PassRequest], keys: list[str], chunk: range
-    ) -> list[BatchItem]:
-        context = _context(response, path)
-        data = response.data
-        results = data.get("results") if isinstance(data, Mapping) else None
-        by_index: dict[int, Mapping[str, Any]] = {}
-        if isinstance(results, list):
-            for result in results:
-                if isinstance(result, Mapping) and isinstance(result.get("index"), int):
-                    by_index[result["index"]] = result
-        out: list[BatchItem] = []
-        for position, index in enumerate(chunk):
-            result = by_index.get(position)
-            item_context = context | {"idempotency_key": keys[index]}
-            item = partial(
-                BatchItem, index=index, request=items[index], idempotency_key=keys[index]
-            )
-            if result is None:
-                missing = UnexpectedResponseError(
-                    f"batch reply has no result for item {position}", **item_context
-                )
-                out.append(item(error=missing))
-            elif result.get("status") == "created":
-                replayed = result.get("replayed") is True
-                try:
-                    created = structure_pass(
-                        result.get("pass"),
-                        replayed=replayed,
-                        idempotency_key=keys[index],
-                        context=partial(dict, item_context),
-                    )
-                except LoyaltyLayerError as bad_reply:
-                    out.append(item(error=bad_reply))
-                else:
-                    out.append(item(pass_=created, replayed=replayed))
-            else:
-                body = result.get("error")
-                body = body if isinstance(body, Mapping) else {}
-                code = body.get("code")
-                item_context.pop("status")
-                status = code if isinstance(code, int) else 400
-                out.append(item(error=status_error(status, body, **item_context)))
-        return out
+    def _post_chunk(
+        self, items: list[PassRequest], keys: list[str], chunk: range
+    ) -> Coroutine[Any, Any, Response]:
+        wire = []
+        for index in chunk:
+            body = unstructure(items[index])
+            body["idempotency_key"] = keys[index]
+            wire.append(body)
+        return self._channel.request(
+            "POST", _BATCH_PATH, body={"passes": wire}, idempotency_key=new_idempotency_key()
+        )
+
+    async def _batch_create_one_request(
+        self, requests: Iterable[PassRequest]
+    ) -> APIResponse[BatchResult]:
+        items, keys = _batch(requests, limit=_rules.MAX_BATCH)
+        chunk = range(len(items))
+        response = await self._post_chunk(items, keys, chunk)
+        return APIResponse(
+            response, lambda: BatchResult(items=_read_chunk(response, items, keys, chunk))
+        )
 
     async def status(self, pass_id: str) -> Pass:
         """The pass as it is now."""
+        return (await self._status(pass_id)).parse()
+
+    async def _status(self, pass_id: str) -> APIResponse[Pass]:
         errors: dict[str, str] = {}
         check_id(errors, "pass_id", pass_id)
         raise_if_invalid(errors)
         path = "/v1/pass/status"
-        response = await self._transport.request("POST", path, body={"pass_id": pass_id})
-        return _pass_from(response, path)
+        response = await self._channel.request("POST", path, body={"pass_id": pass_id})
+        return APIResponse(response, partial(_pass_from, response, path))
 
     async def update(
         self,
@@ -308,6 +394,25 @@ class AsyncPasses:
         idempotency_key: str | None = None,
     ) -> Pass:
         """Change the holder's details, the reference or the metadata; only what is given."""
+        return (
+            await self._update(
+                pass_id,
+                holder=holder,
+                reference=reference,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        ).parse()
+
+    async def _update(
+        self,
+        pass_id: str,
+        *,
+        holder: HolderUpdate | None,
+        reference: str | None,
+        metadata: Mapping[str, str] | None,
+        idempotency_key: str | None,
+    ) -> APIResponse[Pass]:
         errors: dict[str, str] = {}
         check_id(errors, "pass_id", pass_id)
         if holder is not None and not isinstance(holder, HolderUpdate):
@@ -325,15 +430,20 @@ class AsyncPasses:
         if metadata is not None:
             body["metadata"] = dict(metadata)
         path = "/v1/pass/update"
-        response = await self._transport.request(
+        response = await self._channel.request(
             "POST", path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
         )
-        return _pass_from(response, path)
+        return APIResponse(response, partial(_pass_from, response, path))
 
     async def cancel(
         self, pass_id: str, reason: str | None = None, *, idempotency_key: str | None = None
     ) -> Pass:
         """Cancel the pass. A second cancel raises :class:`AlreadyCancelledError`."""
+        return (await self._cancel(pass_id, reason, idempotency_key=idempotency_key)).parse()
+
+    async def _cancel(
+        self, pass_id: str, reason: str | None, *, idempotency_key: str | None
+    ) -> APIResponse[Pass]:
         errors: dict[str, str] = {}
         check_id(errors, "pass_id", pass_id)
         if reason is not None and (not isinstance(reason, str) or len(reason) > _rules.REASON_MAX):
@@ -344,7 +454,93 @@ class AsyncPasses:
         if reason is not None:
             body["reason"] = reason
         path = "/v1/pass/cancel"
-        response = await self._transport.request(
+        response = await self._channel.request(
             "POST", path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
         )
-        return _pass_from(response, path)
+        return APIResponse(response, partial(_pass_from, response, path))
+
+
+class AsyncCardsWithRawResponse:
+    """``client.cards``, each method returning the HTTP reply with its model: an
+    :class:`APIResponse` (``.parse()`` gives what the plain method returns)."""
+
+    def __init__(self, cards: AsyncCards) -> None:
+        self._cards = cards
+
+    async def encryption_keys(self) -> APIResponse[EncryptionKeySet]:
+        """``cards.encryption_keys()``, with its reply."""
+        return await self._cards._encryption_keys()
+
+    async def tokenize(
+        self,
+        card: Card,
+        plan_id: str,
+        card_type: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> APIResponse[CardToken]:
+        """``cards.tokenize()``, with the reply of its tokenize request."""
+        return await self._cards._tokenize(
+            card, plan_id, card_type, idempotency_key=idempotency_key
+        )
+
+
+class AsyncPassesWithRawResponse:
+    """``client.passes``, each method returning the HTTP reply with its model: an
+    :class:`APIResponse` (``.parse()`` gives what the plain method returns)."""
+
+    def __init__(self, passes: AsyncPasses) -> None:
+        self._passes = passes
+
+    async def create(
+        self,
+        *,
+        plan_id: str,
+        holder: Holder,
+        enrol_token: str | None = None,
+        reference: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> APIResponse[Pass]:
+        """``passes.create()``, with its reply."""
+        return await self._passes._create(
+            plan_id=plan_id,
+            holder=holder,
+            enrol_token=enrol_token,
+            reference=reference,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    async def batch_create(self, requests: Iterable[PassRequest]) -> APIResponse[BatchResult]:
+        """``passes.batch_create()`` for at most 100 requests (one HTTP request), with its
+        reply. A failure of the whole request raises its error instead of failing each item."""
+        return await self._passes._batch_create_one_request(requests)
+
+    async def status(self, pass_id: str) -> APIResponse[Pass]:
+        """``passes.status()``, with its reply."""
+        return await self._passes._status(pass_id)
+
+    async def update(
+        self,
+        pass_id: str,
+        *,
+        holder: HolderUpdate | None = None,
+        reference: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> APIResponse[Pass]:
+        """``passes.update()``, with its reply."""
+        return await self._passes._update(
+            pass_id,
+            holder=holder,
+            reference=reference,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    async def cancel(
+        self, pass_id: str, reason: str | None = None, *, idempotency_key: str | None = None
+    ) -> APIResponse[Pass]:
+        """``passes.cancel()``, with its reply."""
+        return await self._passes._cancel(pass_id, reason, idempotency_key=idempotency_key)

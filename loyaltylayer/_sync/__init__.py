@@ -3,7 +3,14 @@
 
 """The synchronous facade: generated twins of the async classes."""
 
-from ._client import LoyaltyLayer
-from ._resources import Cards, Passes
+from ._client import LoyaltyLayer, LoyaltyLayerWithRawResponse
+from ._resources import Cards, CardsWithRawResponse, Passes, PassesWithRawResponse
 
-__all__ = ["Cards", "LoyaltyLayer", "Passes"]
+__all__ = [
+    "Cards",
+    "CardsWithRawResponse",
+    "LoyaltyLayer",
+    "LoyaltyLayerWithRawResponse",
+    "Passes",
+    "PassesWithRawResponse",
+]

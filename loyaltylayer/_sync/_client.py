@@ -4,22 +4,51 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .. import _portal
-from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer
+from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer, AsyncLoyaltyLayerWithRawResponse
+from .._client_auth import TokenAuthMethod
 from .._network import PathLike
+from .._options import NOT_GIVEN, NotGiven
 from .._ratelimit import Limiter, RateLimit
 from .._tokencache import TokenCache
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES
-from ._resources import Cards, Passes
+from ._resources import Cards, CardsWithRawResponse, Passes, PassesWithRawResponse
 
 if TYPE_CHECKING:
     from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollRecord
-__all__ = ["LoyaltyLayer"]
+    from .._telemetry import Telemetry
+__all__ = ["LoyaltyLayer", "LoyaltyLayerWithRawResponse"]
+
+
+class LoyaltyLayerWithRawResponse:
+    """``client.with_raw_response``: the client's resources, each method returning an
+    :class:`APIResponse` (status, headers, correlation id, attempts... and ``.parse()``)."""
+
+    _async: AsyncLoyaltyLayerWithRawResponse
+    _owner: object
+
+    @classmethod
+    def _wrap(cls, inner: AsyncLoyaltyLayerWithRawResponse, owner: object = None) -> Self:
+        facade = cls.__new__(cls)
+        facade._async = inner
+        facade._owner = owner
+        return facade
+
+    @property
+    def cards(self) -> CardsWithRawResponse:
+        """``client.cards``, with raw responses."""
+        return CardsWithRawResponse._wrap(self._async.cards, self)
+
+    @property
+    def passes(self) -> PassesWithRawResponse:
+        """``client.passes``, with raw responses."""
+        return PassesWithRawResponse._wrap(self._async.passes, self)
 
 
 class LoyaltyLayer:
@@ -41,6 +70,17 @@ class LoyaltyLayer:
     presented for mTLS; ``ssl_context`` replaces all of these. TLS 1.2 is the least accepted.
     Redirects are never followed, and a reply larger than ``max_response_bytes`` (after
     decompression) is an error.
+
+    The token request authenticates the client as ``token_auth_method`` says:
+    ``"client_secret_post"`` (the default: the secret in the JSON body, as the integration
+    guide shows), ``"client_secret_basic"`` (an HTTP Basic header) or ``"private_key_jwt"``
+    (a JWT signed with ``private_key``, a PEM file's path or its bytes; ``client_secret`` is
+    then ``None``). A ``private_key`` alone implies ``"private_key_jwt"``.
+
+    ``telemetry=True`` sends OpenTelemetry spans and metrics to the global providers, and
+    ``telemetry=ll.Telemetry(...)`` to the given ones (the ``otel`` extra). ``trace_configs``
+    instrument each HTTP attempt of the session the client opens (each is an aiohttp
+    ``TraceConfig``; the async client only).
     """
 
     _async: AsyncLoyaltyLayer
@@ -58,7 +98,7 @@ class LoyaltyLayer:
     def __init__(
         self,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         base_url: str,
         *,
         auth_url: str | None = None,
@@ -68,6 +108,9 @@ class LoyaltyLayer:
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
         close_limiter: bool = False,
+        token_auth_method: TokenAuthMethod | None = None,
+        private_key: str | bytes | os.PathLike[str] | None = None,
+        telemetry: bool | Telemetry = False,
         proxy: str | None = None,
         trust_env: bool = True,
         ca_bundle: PathLike | None = None,
@@ -87,6 +130,9 @@ class LoyaltyLayer:
             deadline=deadline,
             token_cache=token_cache,
             close_limiter=close_limiter,
+            token_auth_method=token_auth_method,
+            private_key=private_key,
+            telemetry=telemetry,
             proxy=proxy,
             trust_env=trust_env,
             ca_bundle=ca_bundle,
@@ -104,7 +150,9 @@ class LoyaltyLayer:
     def from_env(cls, **overrides: Any) -> Self:
         """A client configured from ``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``, ``_BASE_URL``
         (and the optional ``_AUTH_URL``, ``_REDIS_URL``, ``_PROXY``, ``_CA_BUNDLE``,
-        ``_CLIENT_CERT`` and ``_CLIENT_KEY``); keyword arguments override them.
+        ``_CLIENT_CERT``, ``_CLIENT_KEY``, ``_TOKEN_AUTH_METHOD`` and ``_PRIVATE_KEY``: a PEM
+        file's path, or the PEM itself); keyword arguments override them. With a private key,
+        ``_CLIENT_SECRET`` is neither needed nor read.
 
         With ``LOYALTYLAYER_REDIS_URL`` set, the rate limit is shared through Redis by every
         process using that URL; the client closes the limiter it makes for it.
@@ -120,6 +168,40 @@ class LoyaltyLayer:
     def passes(self) -> Passes:
         """Create, batch-create, read, update and cancel passes."""
         return Passes._wrap(self._async.passes, self)
+
+    @property
+    def with_raw_response(self) -> LoyaltyLayerWithRawResponse:
+        """The same methods, each returning the HTTP reply with its model (an
+        :class:`APIResponse`): ``client.with_raw_response.passes.status(pass_id)``."""
+        return LoyaltyLayerWithRawResponse._wrap(self._async.with_raw_response, self)
+
+    def with_options(
+        self,
+        *,
+        timeout: float | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        deadline: float | NotGiven | None = NOT_GIVEN,
+        priority: Literal["interactive", "batch"] | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
+    ) -> Self:
+        """This client with other options for its calls: ``client.with_options(timeout=5)``.
+
+        The new client shares this one's session, connections, token, rate limiter and card
+        keys: making one sends nothing, and closing either closes both. Options not given keep
+        this client's values; ``extra_headers`` are added to every request (besides those it
+        has already), and the SDK's own (``Authorization``, ``Idempotency-Key``,
+        ``X-Correlation-ID``...) are refused with a :class:`ValidationError`.
+        """
+        return type(self)._wrap(
+            self._async.with_options(
+                timeout=timeout,
+                max_retries=max_retries,
+                deadline=deadline,
+                priority=priority,
+                extra_headers=extra_headers,
+            ),
+            self,
+        )
 
     @property
     def limiter(self) -> Limiter:

@@ -8,7 +8,12 @@ from collections.abc import Iterable, Mapping
 from typing import Self
 
 from .. import _portal
-from .._async._resources import AsyncCards, AsyncPasses
+from .._async._resources import (
+    AsyncCards,
+    AsyncCardsWithRawResponse,
+    AsyncPasses,
+    AsyncPassesWithRawResponse,
+)
 from .._models import (
     BatchResult,
     Card,
@@ -19,8 +24,9 @@ from .._models import (
     Pass,
     PassRequest,
 )
+from .._raw import APIResponse
 
-__all__ = ["Cards", "Passes"]
+__all__ = ["Cards", "CardsWithRawResponse", "Passes", "PassesWithRawResponse"]
 
 
 class Cards:
@@ -140,6 +146,114 @@ class Passes:
         self, pass_id: str, reason: str | None = None, *, idempotency_key: str | None = None
     ) -> Pass:
         """Cancel the pass. A second cancel raises :class:`AlreadyCancelledError`."""
+        return _portal.call(
+            self._async.cancel, pass_id=pass_id, reason=reason, idempotency_key=idempotency_key
+        )
+
+
+class CardsWithRawResponse:
+    """``client.cards``, each method returning the HTTP reply with its model: an
+    :class:`APIResponse` (``.parse()`` gives what the plain method returns)."""
+
+    _async: AsyncCardsWithRawResponse
+    _owner: object
+
+    @classmethod
+    def _wrap(cls, inner: AsyncCardsWithRawResponse, owner: object = None) -> Self:
+        facade = cls.__new__(cls)
+        facade._async = inner
+        facade._owner = owner
+        return facade
+
+    def encryption_keys(self) -> APIResponse[EncryptionKeySet]:
+        """``cards.encryption_keys()``, with its reply."""
+        return _portal.call(self._async.encryption_keys)
+
+    def tokenize(
+        self,
+        card: Card,
+        plan_id: str,
+        card_type: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> APIResponse[CardToken]:
+        """``cards.tokenize()``, with the reply of its tokenize request."""
+        return _portal.call(
+            self._async.tokenize,
+            card=card,
+            plan_id=plan_id,
+            card_type=card_type,
+            idempotency_key=idempotency_key,
+        )
+
+
+class PassesWithRawResponse:
+    """``client.passes``, each method returning the HTTP reply with its model: an
+    :class:`APIResponse` (``.parse()`` gives what the plain method returns)."""
+
+    _async: AsyncPassesWithRawResponse
+    _owner: object
+
+    @classmethod
+    def _wrap(cls, inner: AsyncPassesWithRawResponse, owner: object = None) -> Self:
+        facade = cls.__new__(cls)
+        facade._async = inner
+        facade._owner = owner
+        return facade
+
+    def create(
+        self,
+        *,
+        plan_id: str,
+        holder: Holder,
+        enrol_token: str | None = None,
+        reference: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> APIResponse[Pass]:
+        """``passes.create()``, with its reply."""
+        return _portal.call(
+            self._async.create,
+            plan_id=plan_id,
+            holder=holder,
+            enrol_token=enrol_token,
+            reference=reference,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    def batch_create(self, requests: Iterable[PassRequest]) -> APIResponse[BatchResult]:
+        """``passes.batch_create()`` for at most 100 requests (one HTTP request), with its
+        reply. A failure of the whole request raises its error instead of failing each item."""
+        return _portal.call(self._async.batch_create, requests=requests)
+
+    def status(self, pass_id: str) -> APIResponse[Pass]:
+        """``passes.status()``, with its reply."""
+        return _portal.call(self._async.status, pass_id=pass_id)
+
+    def update(
+        self,
+        pass_id: str,
+        *,
+        holder: HolderUpdate | None = None,
+        reference: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> APIResponse[Pass]:
+        """``passes.update()``, with its reply."""
+        return _portal.call(
+            self._async.update,
+            pass_id=pass_id,
+            holder=holder,
+            reference=reference,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    def cancel(
+        self, pass_id: str, reason: str | None = None, *, idempotency_key: str | None = None
+    ) -> APIResponse[Pass]:
+        """``passes.cancel()``, with its reply."""
         return _portal.call(
             self._async.cancel, pass_id=pass_id, reason=reason, idempotency_key=idempotency_key
         )

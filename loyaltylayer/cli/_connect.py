@@ -1,16 +1,19 @@
 """Making the client a command talks through: from the environment, or the embedded sandbox.
 
 Credentials come only from the environment (``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``),
-never from flags: flags end up in shell history and process listings.
+never from flags: flags end up in shell history and process listings. ``--private-key`` names a
+key *file*, and refuses a key given in its place.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
+import click
 from rich.console import Console
 
 from .._async._client import AsyncLoyaltyLayer
@@ -20,7 +23,14 @@ from .._ratelimit import RateLimit
 from ._exit import ConfigurationProblem, UsageProblem
 from ._sandbox import embedded_sandbox
 
-__all__ = ["SANDBOX_ENVIRONMENT", "Connection", "Target", "check_credentials", "connect"]
+__all__ = [
+    "SANDBOX_ENVIRONMENT",
+    "Connection",
+    "Target",
+    "check_credentials",
+    "connect",
+    "private_key_option",
+]
 
 SANDBOX_ENVIRONMENT = "embedded-sandbox"
 
@@ -35,6 +45,8 @@ class Target:
     rate: RateLimit = attrs.field(factory=RateLimit)
     network: Mapping[str, Any] = attrs.field(factory=dict)
     """Client options of ``--proxy``, ``--ca-bundle``, ``--client-cert``, ``--client-key``."""
+    private_key: Path | None = None
+    """A PEM file to authenticate with (``private_key_jwt``) instead of the client secret."""
 
     @property
     def environment(self) -> str:
@@ -42,6 +54,26 @@ class Target:
         if self.sandbox:
             return SANDBOX_ENVIRONMENT
         return (self.base_url or env(ENV_BASE_URL) or "").rstrip("/")
+
+
+def _key_file(_context: click.Context, _parameter: click.Parameter, value: str | None) -> Any:
+    if value is not None and ("-----BEGIN" in value or "\n" in value):
+        raise click.BadParameter(
+            "give the path of a PEM file, never the key itself: a command line ends up in "
+            "shell history and process listings"
+        )
+    return None if value is None else Path(value)
+
+
+private_key_option = click.option(
+    "--private-key",
+    metavar="PATH",
+    callback=_key_file,
+    help="Authenticate with private_key_jwt: sign with the PEM private key in this file, "
+    "instead of sending the client secret [env: LOYALTYLAYER_PRIVATE_KEY].",
+)
+"""``--private-key PATH``, for every command that talks to the API (pass it on to
+:class:`Target`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +102,10 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
         )
     async with contextlib.AsyncExitStack() as stack:
         try:
+            if target.sandbox and target.private_key is not None:
+                raise ConfigurationError(
+                    "--private-key is for the API: the embedded sandbox uses its demo credentials"
+                )
             if target.sandbox:
                 sandbox, client_id, secret = await stack.enter_async_context(embedded_sandbox())
                 console.print(
@@ -87,6 +123,8 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
                 overrides: dict[str, Any] = {"rate_limit": _rate_limit(target), **target.network}
                 if target.base_url is not None:
                     overrides["base_url"] = target.base_url
+                if target.private_key is not None:
+                    overrides["private_key"] = target.private_key
                 client = AsyncLoyaltyLayer.from_env(**overrides)
         except (ConfigurationError, ValidationError) as error:
             raise ConfigurationProblem(str(error)) from None
@@ -105,7 +143,7 @@ async def check_credentials(client: AsyncLoyaltyLayer) -> int:
     except AuthenticationError as error:
         raise ConfigurationProblem(
             f"the API refused the credentials ({error.error}: {error.description}); "
-            "check LOYALTYLAYER_CLIENT_ID and LOYALTYLAYER_CLIENT_SECRET"
+            "check LOYALTYLAYER_CLIENT_ID and LOYALTYLAYER_CLIENT_SECRET (or the private key)"
         ) from None
     except LoyaltyLayerError as error:
         raise ConfigurationProblem(f"cannot use the API: {error}") from None

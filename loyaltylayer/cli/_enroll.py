@@ -33,7 +33,13 @@ from .._cardmath import mask_card
 from .._enroll_models import EnrollOutcome, EnrollRecord
 from .._errors import AuthenticationError, EnrollmentError
 from .._ratelimit import RateLimit
-from ._connect import SANDBOX_ENVIRONMENT, Target, check_credentials, connect
+from ._connect import (
+    SANDBOX_ENVIRONMENT,
+    Target,
+    check_credentials,
+    connect,
+    private_key_option,
+)
 from ._dryrun import print_dry_run
 from ._errors_file import ErrorsFile
 from ._exit import (
@@ -414,6 +420,7 @@ def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_r
 @click.option("--sandbox", is_flag=True, help="Run against an embedded local sandbox.")
 @click.option("--base-url", metavar="URL", help="API base URL [env: LOYALTYLAYER_BASE_URL].")
 @network_options
+@private_key_option
 @click.option(
     "--redis-url",
     metavar="URL",
@@ -464,6 +471,7 @@ def enroll_command(
     sandbox: bool,
     base_url: str | None,
     network: dict[str, Any],
+    private_key: Path | None,
     redis_url: str | None,
     rate: int,
     per: float,
@@ -498,6 +506,7 @@ def enroll_command(
         redis_url=redis_url,
         rate=RateLimit(requests=rate, per=per),
         network=network,
+        private_key=private_key,
     )
     try:
         results = ResultsFile.load(

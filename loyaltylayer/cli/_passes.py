@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +17,7 @@ from .._async._client import AsyncLoyaltyLayer
 from .._convert import unstructure
 from .._errors import AuthenticationError, LoyaltyLayerError, ValidationError
 from .._models import HolderUpdate, Pass
-from ._connect import Target, connect
+from ._connect import Target, connect, private_key_option
 from ._exit import CliError, ConfigurationProblem, UsageProblem
 from ._network_options import network_options
 from ._results import describe_error
@@ -77,12 +78,17 @@ def pass_group() -> None:
 @click.argument("pass_id")
 @_base_url
 @network_options
+@private_key_option
 @_as_json
 def status_command(
-    pass_id: str, base_url: str | None, network: dict[str, Any], as_json: bool
+    pass_id: str,
+    base_url: str | None,
+    network: dict[str, Any],
+    private_key: Path | None,
+    as_json: bool,
 ) -> None:
     """Show the pass PASS_ID as it is now."""
-    target = Target(base_url=base_url, network=network)
+    target = Target(base_url=base_url, network=network, private_key=private_key)
     _show(_run(target, lambda client: client.passes.status(pass_id)), as_json=as_json)
 
 
@@ -96,6 +102,7 @@ def status_command(
 @click.option("--reference", help="Your own id for the pass.")
 @_base_url
 @network_options
+@private_key_option
 @_as_json
 def update_command(
     pass_id: str,
@@ -107,6 +114,7 @@ def update_command(
     reference: str | None,
     base_url: str | None,
     network: dict[str, Any],
+    private_key: Path | None,
     as_json: bool,
 ) -> None:
     """Change the holder's details or the reference of PASS_ID (only what is given)."""
@@ -122,7 +130,7 @@ def update_command(
     except ValidationError as error:
         raise UsageProblem(str(error)) from None
     updated = _run(
-        Target(base_url=base_url, network=network),
+        Target(base_url=base_url, network=network, private_key=private_key),
         lambda client: client.passes.update(pass_id, holder=holder, reference=reference),
     )
     _show(updated, as_json=as_json)
@@ -133,10 +141,16 @@ def update_command(
 @click.option("--reason", help="Why the pass is cancelled (kept with it).")
 @_base_url
 @network_options
+@private_key_option
 @_as_json
 def cancel_command(
-    pass_id: str, reason: str | None, base_url: str | None, network: dict[str, Any], as_json: bool
+    pass_id: str,
+    reason: str | None,
+    base_url: str | None,
+    network: dict[str, Any],
+    private_key: Path | None,
+    as_json: bool,
 ) -> None:
     """Cancel the pass PASS_ID."""
-    target = Target(base_url=base_url, network=network)
+    target = Target(base_url=base_url, network=network, private_key=private_key)
     _show(_run(target, lambda client: client.passes.cancel(pass_id, reason)), as_json=as_json)

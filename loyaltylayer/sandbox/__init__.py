@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._clients import ClientRegistration
     from ._clock import Clock
     from ._config import Plan, SandboxConfig, load_config_file
     from ._faults import Fault
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ._server import Sandbox, SandboxThread
 
 __all__ = [
+    "ClientRegistration",
     "Clock",
     "Fault",
     "JournalEntry",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 _HOMES = {
+    "ClientRegistration": "._clients",
     "Clock": "._clock",
     "Fault": "._faults",
     "JournalEntry": "._journal",

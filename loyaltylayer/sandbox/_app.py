@@ -142,6 +142,8 @@ class _Pipeline:
             client_ip=request.remote,
             received=now,
             now=now,
+            url=str(request.url.with_query(None)),
+            authorization=request.headers.get("Authorization"),
         )
         status: int | None = None
         try:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._clients import ClientRegistration
+
 __all__ = [
     "DEFAULT_CLIENTS",
     "DEFAULT_PLANS",
@@ -111,6 +113,21 @@ def _rate_limit(_instance: object, _attribute: attrs.Attribute[int], value: int)
         raise ValueError("SandboxConfig.rate_limit must be a positive integer")
 
 
+def _registered(
+    instance: SandboxConfig,
+    _attribute: attrs.Attribute[Mapping[str, ClientRegistration]],
+    value: Mapping[str, ClientRegistration],
+) -> None:
+    for client_id, registration in value.items():
+        if not isinstance(registration, ClientRegistration):
+            raise ValueError("SandboxConfig.registrations maps client ids to ClientRegistration")
+        if registration.public_key is None and client_id not in instance.clients:
+            raise ValueError(
+                f"SandboxConfig.registrations: {client_id!r} authenticates with a secret, "
+                "and has none in SandboxConfig.clients"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class SandboxConfig:
     """Everything a sandbox is started with. ``rate_key="off"`` disables rate limiting.
@@ -139,6 +156,11 @@ class SandboxConfig:
         default=DEFAULT_CLIENTS, converter=_clients_from, repr=lambda c: repr(sorted(c))
     )
     plans: Mapping[str, Plan] = attrs.field(default=DEFAULT_PLANS, converter=plans_from)
+    registrations: Mapping[str, ClientRegistration] = attrs.field(
+        factory=dict, converter=dict, validator=_registered
+    )
+    """How clients authenticate at ``/auth/token``, by client id; a client not listed here
+    sends its secret from ``clients`` in the JSON body (``client_secret_post``)."""
     clock: Callable[[], float] | None = None
     journal_limit: int = 100_000
 

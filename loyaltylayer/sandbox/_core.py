@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from ._clients import AssertionLog
 from ._clock import Clock
 from ._config import SandboxConfig
 from ._faults import FaultSet
@@ -38,6 +39,7 @@ class Core:
         self.faults = FaultSet(faults)
         self.journal = Journal(config.journal_limit)
         self.idempotency = IdempotencyStore(config.idempotency_ttl)
+        self.assertions = AssertionLog()
         self.limiter: RateLimiter | None = None
         if config.rate_key != "off":
             self.limiter = RateLimiter(

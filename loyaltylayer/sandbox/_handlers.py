@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hmac
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ import attrs
 
 from loyaltylayer import _cardmath, _rules
 
+from ._clients import authenticate_client
 from ._core import Core
 from ._errors import ApiError, already_cancelled, invalid_pass_id, invalid_request
 from ._idempotency import Stored, digest
@@ -25,7 +25,6 @@ from ._validate import (
     parse_cancel,
     parse_create,
     parse_pass_id,
-    parse_token_request,
     parse_tokenize,
     parse_update,
 )
@@ -46,6 +45,9 @@ class Call:
     client_ip: str | None
     received: float
     now: float
+    url: str = ""
+    """The URL the request was sent to (an RFC 7523 assertion names it as its audience)."""
+    authorization: str | None = attrs.field(default=None, repr=False)
     client_id: str | None = None
     idempotency_key: str | None = None
     item_keys: tuple[str | None, ...] | None = None
@@ -66,15 +68,16 @@ class Route:
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
-def _invalid_client() -> ApiError:
-    return ApiError(401, "invalid_client", "Client authentication failed.")
-
-
 def token(core: Core, call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    client_id, secret = parse_token_request(body)
-    expected = core.config.clients.get(client_id)
-    if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
-        raise _invalid_client()
+    client_id = authenticate_client(
+        clients=core.config.clients,
+        registrations=core.config.registrations,
+        assertions=core.assertions,
+        body=body,
+        authorization=call.authorization,
+        token_url=call.url,
+        now=call.now,
+    )
     call.client_id = client_id
     ttl = core.config.token_ttl
     return {

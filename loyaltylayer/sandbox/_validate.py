@@ -232,8 +232,8 @@ def parse_tokenize(raw: dict[str, Any]) -> TokenizeRequest:
 
 
 def parse_token_request(raw: dict[str, Any]) -> tuple[str, str]:
-    """``(client_id, client_secret)``; ``grant_type`` may be omitted, but when present (even
-    as ``null``) it must be ``client_credentials``."""
+    """``(client_id, client_secret)`` from the body (``client_secret_post``), and the
+    ``grant_type`` checked as :func:`parse_grant_type` does."""
     fields: Fields = {}
     found: dict[str, str] = {}
     for key in ("client_id", "client_secret"):
@@ -244,6 +244,14 @@ def parse_token_request(raw: dict[str, Any]) -> tuple[str, str]:
             fields[key] = "must be a string"
         else:
             found[key] = value
+    parse_grant_type(raw, fields)
+    return found["client_id"], found["client_secret"]
+
+
+def parse_grant_type(raw: dict[str, Any], fields: Fields | None = None) -> None:
+    """``grant_type`` may be omitted, but when present (even as ``null``) it must be
+    ``client_credentials``; raises with ``fields`` (the body's other problems) too."""
+    fields = {} if fields is None else fields
     grant_type = raw.get("grant_type")
     if "grant_type" in raw and not isinstance(grant_type, str):
         fields["grant_type"] = "must be a string"
@@ -251,7 +259,6 @@ def parse_token_request(raw: dict[str, Any]) -> tuple[str, str]:
         raise invalid_request(fields)
     if grant_type is not None and grant_type != "client_credentials":
         raise ApiError(400, "unsupported_grant_type", "grant_type must be client_credentials.")
-    return found["client_id"], found["client_secret"]
 
 
 def is_idempotency_key(value: object) -> bool:

@@ -60,7 +60,8 @@ class Server:
         self._thread.join(10)
         self._loop.close()
 
-    async def _start(self) -> None:
+    def _app(self) -> web.Application:
+        """What the server serves (a subclass serves something else)."""
         app = web.Application(middlewares=[_count_connections])
         app[_PEERS] = set()
         app.router.add_get("/echo/{text}", _echo)
@@ -68,9 +69,12 @@ class Server:
         app.router.add_get("/status/{code}", _status)
         app.router.add_get("/slow", _slow)
         app.router.add_get("/connections", _connections)
+        return app
+
+    async def _start(self) -> None:
         # A client that goes away cancels its handler, so stopping never waits for /slow.
         self._runner = web.AppRunner(
-            app,
+            self._app(),
             handle_signals=False,
             handler_cancellation=True,
             shutdown_timeout=1.0,
