@@ -40,15 +40,16 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     ClientClosedError,
+    EventLoopError,
     LoyaltyLayerError,
     RateLimitError,
     RequestInProgressError,
     UnexpectedResponseError,
     status_error,
 )
-from ._graveyard import bury
 from ._json import encode_compact
 from ._logging import logger
+from ._loops import LoopBound, leave_open
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
 from ._tokencache import TokenCache
 from ._version import __version__
@@ -220,9 +221,11 @@ class Transport:
         self._rate_limit = rate_limit
         self._limiter: Limiter | None = None
         self._close_limiter = close_limiter
-        self._session = session
-        self._session_pid = os.getpid()
-        self._owns_session = session is None
+        self._sessions: LoopBound[aiohttp.ClientSession] = (
+            LoopBound(self._open_session, aiohttp.ClientSession.close, what="this client")
+            if session is None
+            else LoopBound(_refuse_new_session, leave_open, what="this client", first=session)
+        )
         self._closed = False
         self._auth = TokenManager(
             self._fetch_token, cache=token_cache, cache_key=f"{self.auth_url}|{client_id}"
@@ -283,8 +286,7 @@ class Transport:
         replaced, and the attempt made again, once."""
         if self._closed:  # checked by every attempt: a retry may come after close()
             raise ClientClosedError("this client is closed")
-        # Before the token: in a forked child, this also drops the parent's token refresh.
-        session = self._session_for_loop()
+        session = await self._sessions.get()
         token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
         async with self.limiter.lease(priority=call.priority):
             if call.deadline_at is None and call.options.deadline is not None:
@@ -470,34 +472,18 @@ class Transport:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session_pid == os.getpid():
-            await self._auth.aclose()
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            if self._session_pid != os.getpid():
-                bury(session)
-            else:
-                await session.close()
+        await self._auth.aclose()
+        await self._sessions.aclose()
         if self._close_limiter and isinstance(self._rate_limit, Limiter):
             self._close_limiter = False
             await self._rate_limit.aclose()
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is not None and self._session_pid != os.getpid():
-            # Forked: the session and any token refresh in flight belong to the parent.
-            if self._owns_session:
-                bury(self._session)
-                self._session = None
-            self._auth.forget_inflight()
-            self._session_pid = os.getpid()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._session_timeout,
-                headers={"User-Agent": _USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=100),
-            )
-            self._session_pid = os.getpid()
-        return self._session
+    def _open_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            timeout=self._session_timeout,
+            headers={"User-Agent": _USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=100),
+        )
 
     async def _fetch_token(self) -> IssuedToken:
         response = await self.request(
@@ -533,3 +519,11 @@ class Transport:
 
 
 _NOT_JSON = object()
+
+
+def _refuse_new_session() -> aiohttp.ClientSession:
+    raise EventLoopError(
+        "the aiohttp session given as session= belongs to the event loop (and process) that "
+        "made it, and this client now runs on another: give the client no session (it makes "
+        "one on each loop), or a session made on this loop"
+    )
