@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 import loyaltylayer as ll
 from loyaltylayer._loops import LoopBound
+
+_T = TypeVar("_T")
 
 
 class Resource:
@@ -76,8 +79,9 @@ def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def on(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> object:
-    return asyncio.run_coroutine_threadsafe(fn(), loop).result(5)  # type: ignore[arg-type]
+def on(loop: asyncio.AbstractEventLoop, fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run ``fn()`` on ``loop``, in its thread, and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(fn(), loop).result(5)
 
 
 def test_a_second_loop_at_the_same_time_is_refused_with_an_sdk_error(
@@ -104,7 +108,6 @@ def test_closing_from_another_loop_closes_it_on_its_own_loop(
 ) -> None:
     things, _ = bound()
     held = on(other_loop, things.get)
-    assert isinstance(held, Resource)
     asyncio.run(things.aclose())
     on(other_loop, lambda: asyncio.sleep(0))  # the close, scheduled there, has run
     assert held.closed_on is other_loop
