@@ -46,6 +46,7 @@ from django.conf import settings
 settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="host-test-" + "k" * 40)
 
 from asgiref.sync import sync_to_async
+from django.core.asgi import get_asgi_application
 from django.core.wsgi import get_wsgi_application
 from django.http import HttpResponse
 from django.urls import path
@@ -83,6 +84,7 @@ urlpatterns = [
     path("async-sync-client", async_view_with_the_sync_client),
 ]
 application = get_wsgi_application()
+asgi_application = get_asgi_application()
 """
 
 
@@ -128,6 +130,26 @@ def test_django_async_views_under_a_threaded_server(
     answered_by_workers(recipe, pass_id, server.process.pid)
     assert {answer.split()[1] for answer in refused_or_answered} <= {pass_id, "EventLoopError"}
     assert server.returncode == 0
+    assert_clean(server.log)
+
+
+def test_django_views_under_asgi_share_uvicorns_loop(
+    host_sandbox: tuple[str, str], django_dir: Path
+) -> None:
+    """Async views run on the server's one loop, and the server stops cleanly though nothing
+    closes the module-level client (Django has no lifespan)."""
+    url, pass_id = host_sandbox
+    port = free_port()
+    command = [
+        sys.executable, "-X", "dev", "-m", "uvicorn", "djapp:asgi_application", "--host",
+        "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    env = host_env(url, pass_id, django_dir)
+    with serve(command, port=port, env=env, cwd=django_dir) as server:
+        answers = server.get_many(60, path="async") + server.get_many(20)
+    assert answers == [f"{server.process.pid} {pass_id}"] * 80
+    assert server.returncode in (0, -signal.SIGTERM)  # uvicorn raises the signal again once done
+    assert "Finished server process" in server.log
     assert_clean(server.log)
 
 
