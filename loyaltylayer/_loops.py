@@ -50,9 +50,11 @@ class _Held(Generic[_T]):
 
 
 class LoopBound(Generic[_T]):
-    """One ``_T`` at a time, for the running loop: made by ``make`` on first use on a loop (or
-    ``first``, given ready-made, the first time), closed by ``close`` on that loop when it shuts
-    down or :meth:`aclose` is called.
+    """One ``_T`` at a time, for the running loop: made by ``make`` on first use on a loop, closed
+    by ``close`` on that loop when it shuts down or :meth:`aclose` is called.
+
+    ``first``, given ready-made, serves the loop and process that use it first (again after
+    :meth:`aclose`, if that loop uses it again); ``make`` serves every other one.
 
     ``what`` names the resource in the error raised when two loops use it at once.
     """
@@ -69,6 +71,7 @@ class LoopBound(Generic[_T]):
         self._close = close
         self._what = what
         self._first = first
+        self._first_home: tuple[weakref.ref[asyncio.AbstractEventLoop], int] | None = None
         self._held: _Held[_T] | None = None
 
     @property
@@ -85,7 +88,9 @@ class LoopBound(Generic[_T]):
         if held is not None:
             self._let_go(held)
             self._held = None
-        value, self._first = (self._make() if self._first is None else self._first), None
+        value = self._first_for(loop)
+        if value is None:
+            value = self._make()
         closer = _closes_with_loop(self._close, value)
         await anext(closer)  # started: the loop now closes it when it shuts down
         self._held = _Held(value, loop, closer)
@@ -98,7 +103,6 @@ class LoopBound(Generic[_T]):
         of another process is the parent's and is left alone.
         """
         held, self._held = self._held, None
-        self._first = None
         if held is None:
             return
         loop = held.loop_ref()
@@ -109,6 +113,16 @@ class LoopBound(Generic[_T]):
         elif loop is not None and loop.is_running():
             # Not awaited: that loop may stop before it gets to it.
             asyncio.run_coroutine_threadsafe(_finish(held.closer), loop)
+
+    def _first_for(self, loop: asyncio.AbstractEventLoop) -> _T | None:
+        """``first``, if ``loop`` (in this process) is the one it serves."""
+        if self._first is None:
+            return None
+        if self._first_home is None:
+            self._first_home = (weakref.ref(loop), os.getpid())
+            return self._first
+        home, pid = self._first_home
+        return self._first if home() is loop and pid == os.getpid() else None
 
     def _let_go(self, held: _Held[_T]) -> None:
         """Leave the resource of another loop or process to it, or refuse to take it over."""

@@ -85,3 +85,18 @@ def test_a_client_given_serves_its_first_loop_and_says_what_to_do_on_another(
             f"first used it, and it is now used on another one: make the {name} with "
             "from_url(), which connects anew in each process and loop"
         )
+
+
+def test_a_client_given_is_used_again_after_close_on_its_own_loop(redis_url: str) -> None:
+    async def use() -> float:
+        client = aioredis.Redis.from_url(redis_url)
+        limiter = ll.RedisRateLimiter(client, ll.RateLimit()).bind(ORIGIN)
+        async with limiter.lease():
+            pass
+        await limiter.aclose()  # not its client to close: closes nothing
+        async with limiter.lease():
+            pass
+        await client.aclose()
+        return limiter.stats.started
+
+    assert asyncio.run(use()) == 2
