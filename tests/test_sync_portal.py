@@ -66,7 +66,7 @@ def test_a_call_from_the_portal_thread_is_refused_at_once() -> None:
     async def nested() -> float:
         return _portal.call(asyncio.sleep, 0.0, 1.0)
 
-    with pytest.raises(RuntimeError, match=r"^a loyaltylayer sync method was called on the "):
+    with pytest.raises(ll.EventLoopError, match=r"^a loyaltylayer sync method was called on the "):
         _portal.call(nested)
     assert _portal.call(asyncio.sleep, 0.0, 7) == 7  # the portal is unharmed
 
@@ -78,7 +78,7 @@ def test_a_call_from_a_finalizer_on_the_portal_thread_is_refused_naming_the_case
         def __del__(self) -> None:
             try:
                 _portal.call(asyncio.sleep, 0.0)
-            except RuntimeError as error:
+            except ll.EventLoopError as error:
                 refusals.append(str(error))
 
     async def collect_one() -> None:
@@ -308,7 +308,7 @@ def test_shutdown_ends_a_call_in_flight_with_a_clear_error() -> None:
     def call() -> None:
         try:
             _portal.call(asyncio.sleep, 30)
-        except RuntimeError as error:
+        except ll.EventLoopError as error:
             outcome.append(str(error))
 
     caller = threading.Thread(target=call)
