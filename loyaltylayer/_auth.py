@@ -4,6 +4,12 @@ Single-flight: however many calls need a token at once, one ``/auth/token`` requ
 all of them wait for it. A refresh starts early (at 80 % of the lifetime, or two minutes before
 expiry, whichever is later) while the current token keeps serving calls, so steady traffic never
 waits for a refresh.
+
+The refresh in flight is a task of one event loop, so the single-flight belongs to the loop that
+uses it (see ``_loops``): a client used by a new loop, or in a forked child, starts its own.
+The token itself carries over: its deadlines are loop times, and asyncio's loops all read
+``time.monotonic()``. Under a loop with a clock of its own (virtual time) a token may be kept
+past its life; the server's ``invalid_token`` answer then replaces it (see ``Transport``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from ._logging import logger
+from ._loops import LoopBound
 from ._secrets import Secret
 from ._tokencache import TokenCache
 
@@ -45,7 +52,7 @@ class TokenManager:
         self._token: str | None = None
         self._refresh_at = 0.0
         self._expires_at = 0.0
-        self._inflight: asyncio.Future[str] | None = None
+        self._flights = LoopBound(_Flight, _Flight.aclose, what="this client's token refresh")
 
     def __repr__(self) -> str:
         return f"<TokenManager cache_key={self._cache_key!r} has_token={self._token is not None}>"
@@ -61,10 +68,11 @@ class TokenManager:
         current = self.current()
         if current is not None:
             return current
+        flight = await self._flights.get()
         now = asyncio.get_running_loop().time()
-        inflight = self._inflight
+        inflight = flight.refresh
         if inflight is None or inflight.done():
-            inflight = self._inflight = asyncio.ensure_future(self._renew())
+            inflight = flight.refresh = asyncio.ensure_future(self._renew())
             inflight.add_done_callback(_consume_exception)
         if self._token is not None and now < self._expires_at:
             return self._token
@@ -72,15 +80,7 @@ class TokenManager:
 
     async def aclose(self) -> None:
         """Stop a refresh still running (the client is closing)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None and not inflight.done():
-            inflight.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await inflight
-
-    def forget_inflight(self) -> None:
-        """Drop a refresh started in another process (before a fork): it will never finish here."""
-        self._inflight = None
+        await self._flights.aclose()
 
     async def invalidate(self, token: str) -> None:
         """The server rejected ``token``: forget it (unless a newer one already replaced it)."""
@@ -115,6 +115,22 @@ class TokenManager:
         self._refresh_at = now + refresh_in
         self._expires_at = now + (lifetime if lifetime is not None else refresh_in)
         return installed
+
+
+class _Flight:
+    """The refresh in flight on one event loop, if any."""
+
+    __slots__ = ("refresh",)
+
+    def __init__(self) -> None:
+        self.refresh: asyncio.Future[str] | None = None
+
+    async def aclose(self) -> None:
+        refresh, self.refresh = self.refresh, None
+        if refresh is not None and not refresh.done():
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await refresh
 
 
 def _consume_exception(future: asyncio.Future[str]) -> None:

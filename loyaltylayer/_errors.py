@@ -24,6 +24,7 @@ __all__ = [
     "ConflictError",
     "DuplicateRecordError",
     "EnrollmentError",
+    "EventLoopError",
     "IdempotencyKeyReusedError",
     "LoyaltyLayerError",
     "NotFoundError",
@@ -51,6 +52,17 @@ class ConfigurationError(LoyaltyLayerError, ValueError):
 
 class ClientClosedError(LoyaltyLayerError, RuntimeError):
     """A call was made on a client after ``close()``."""
+
+
+class EventLoopError(LoyaltyLayerError, RuntimeError):
+    """A call cannot run on the event loop it needs.
+
+    A client serves one event loop at a time (it moves to a new loop once the old one has
+    stopped): used from a second loop while the first still runs, in another thread, it raises
+    this. So does a sync call made on the sync client's own loop thread (it would wait for
+    itself), or one cut short because that thread was stopped (``shutdown_portal()``, the
+    interpreter exiting).
+    """
 
 
 class ValidationError(LoyaltyLayerError, ValueError):

@@ -34,6 +34,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
+from ._errors import EventLoopError
 from ._graveyard import bury
 
 __all__ = ["THREAD_NAME", "SyncInAsyncWarning", "call", "iterate", "shutdown_portal", "track"]
@@ -52,6 +53,7 @@ _CLOSE_TIMEOUT: Final = 5.0
 # How many items an iterator's task may fetch before its sync reader has taken them.
 _AHEAD: Final = 8
 
+_EXITING: Final = "the interpreter is exiting: loyaltylayer's portal is closed"
 _SELF_DEADLOCK: Final = (
     "a loyaltylayer sync method was called on the portal's own thread (from a coroutine or "
     "callback of another sync call, or a finalizer such as __del__ that ran during one), where it "
@@ -126,7 +128,7 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     except RuntimeError:  # the loop was closed: the interpreter is exiting
         coroutine.close()
         _park_if_exiting()
-        raise
+        raise EventLoopError(_EXITING) from None
     try:
         return _wait(future, portal)
     except BaseException:
@@ -167,10 +169,10 @@ def _wait(future: concurrent.futures.Future[_T], portal: _Portal) -> _T:
             if future.done():  # the coroutine's own TimeoutError
                 raise
             if portal.thread is None:
-                raise RuntimeError("the loyaltylayer portal was shut down") from None
+                raise EventLoopError("the loyaltylayer portal was shut down") from None
         except concurrent.futures.CancelledError:
             _park_if_exiting()
-            raise RuntimeError("the loyaltylayer portal was shut down during this call") from None
+            raise EventLoopError("the loyaltylayer portal was shut down during this call") from None
 
 
 def iterate(
@@ -238,12 +240,12 @@ class _Channel:
                 break
             except queue.Empty:
                 if self._portal.thread is None:
-                    raise RuntimeError("the loyaltylayer portal was shut down") from None
+                    raise EventLoopError("the loyaltylayer portal was shut down") from None
         if item is _END:
             self._ended = True
             if isinstance(error, asyncio.CancelledError):  # the portal was stopped
                 _park_if_exiting()
-                raise RuntimeError("the loyaltylayer portal was shut down during this iteration")
+                raise EventLoopError("the loyaltylayer portal was shut down during this iteration")
             if error is not None:
                 raise error
         else:
@@ -327,7 +329,7 @@ def _running(*, stacklevel: int) -> _Portal:
     if portal is None or portal.thread is None or portal.pid != os.getpid():
         portal = _start()
     if threading.get_ident() == portal.thread_id:
-        raise RuntimeError(_SELF_DEADLOCK)
+        raise EventLoopError(_SELF_DEADLOCK)
     if not _warned:
         _warn_if_in_a_loop(stacklevel + 1)
     return portal
@@ -341,7 +343,7 @@ def _start() -> _Portal:
             _portal = None
         if _exiting:
             _park_if_exiting()
-            raise RuntimeError("the interpreter is exiting: loyaltylayer's portal is closed")
+            raise EventLoopError(_EXITING)
         if _portal is None:
             _register_hooks()
             _portal = _Portal()

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._errors import EventLoopError
+
 __all__ = [
     "LeaseLimiter",
     "Limiter",
@@ -216,13 +218,13 @@ def _for_running_loop(
     A limiter moves to a new loop only once its old loop has stopped (a new test, a new
     ``asyncio.run``) or the process has forked: leases of a stopped loop can never be returned,
     so keeping them would hang the new loop. Two loops running at once cannot share one limiter
-    (its state is not thread-safe), so that is an error.
+    (its state is not thread-safe), so that is an :class:`EventLoopError`.
     """
     loop = asyncio.get_running_loop()
     if state is not None and state.serves(loop):
         return loop, state
     if state is not None and state.busy_elsewhere():
-        raise RuntimeError(
+        raise EventLoopError(
             f"{type(owner).__name__} is in use by an event loop running in another thread; "
             "a limiter serves one loop at a time: give each loop its own "
             "(shared_limiter() does this)"
@@ -383,7 +385,7 @@ class LeaseLimiter(Limiter):
     Nothing is bound to an event loop until first use. A limiter serves one loop at a time; used
     from a new loop after its old one has stopped (a new test, a second ``asyncio.run``, a forked
     child), it starts afresh there, with all leases free and no block. Used from a second loop
-    while the first is still running (another thread), it raises :class:`RuntimeError`.
+    while the first is still running (another thread), it raises :class:`EventLoopError`.
     Clients of one process that talk to one host should share one limiter
     (:func:`shared_limiter`), since the server counts per IP.
     """

@@ -43,15 +43,16 @@ from ._errors import (
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
+    EventLoopError,
     LoyaltyLayerError,
     RateLimitError,
     RequestInProgressError,
     UnexpectedResponseError,
     status_error,
 )
-from ._graveyard import bury
 from ._json import encode_compact
 from ._logging import logger
+from ._loops import LoopBound, leave_open
 from ._network import Network, Proxy, default_ssl_context
 from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
 from ._retry_after import DOCUMENTED_RETRY_AFTER, MAX_RETRY_AFTER, cap_retry_after
@@ -298,9 +299,11 @@ class Transport:
         self._rate_limit = rate_limit
         self._limiter: Limiter | None = None
         self._close_limiter = close_limiter
-        self._session = session
-        self._session_pid = os.getpid()
-        self._owns_session = session is None
+        self._sessions: LoopBound[aiohttp.ClientSession] = (
+            LoopBound(self._open_session, aiohttp.ClientSession.close, what="this client")
+            if session is None
+            else LoopBound(_refuse_new_session, leave_open, what="this client", first=session)
+        )
         self._closed = False
         self._auth = TokenManager(
             self._fetch_token, cache=token_cache, cache_key=f"{self.auth_url}|{client_id}"
@@ -386,8 +389,7 @@ class Transport:
         replaced, and the attempt made again, once."""
         if self._closed:  # checked by every attempt: a retry may come after close()
             raise ClientClosedError("this client is closed")
-        # Before the token: in a forked child, this also drops the parent's token refresh.
-        session = self._session_for_loop()
+        session = await self._sessions.get()
         token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
         loop = asyncio.get_running_loop()
         lease_asked = loop.time()
@@ -656,35 +658,19 @@ class Transport:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session_pid == os.getpid():
-            await self._auth.aclose()
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            if self._session_pid != os.getpid():
-                bury(session)
-            else:
-                await session.close()
+        await self._auth.aclose()
+        await self._sessions.aclose()
         if self._close_limiter and isinstance(self._rate_limit, Limiter):
             self._close_limiter = False
             await self._rate_limit.aclose()
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is not None and self._session_pid != os.getpid():
-            # Forked: the session and any token refresh in flight belong to the parent.
-            if self._owns_session:
-                bury(self._session)
-                self._session = None
-            self._auth.forget_inflight()
-            self._session_pid = os.getpid()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._session_timeout,
-                headers={"User-Agent": _USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=100, ssl=self._ssl),
-                trace_configs=self._trace_configs or None,
-            )
-            self._session_pid = os.getpid()
-        return self._session
+    def _open_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            timeout=self._session_timeout,
+            headers={"User-Agent": _USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=100, ssl=self._ssl),
+            trace_configs=self._trace_configs or None,
+        )
 
     async def _fetch_token(self) -> IssuedToken:
         auth = self._client_auth
@@ -766,4 +752,12 @@ def _untrusted(call: _Call, exc: aiohttp.ClientConnectorCertificateError) -> Con
     return ConfigurationError(
         f"the TLS certificate of {exc.host} is not trusted ({detail or reason}): give the CA "
         "that issued it as ca_bundle (LOYALTYLAYER_CA_BUNDLE, --ca-bundle)"
+    )
+
+
+def _refuse_new_session() -> aiohttp.ClientSession:
+    raise EventLoopError(
+        "the aiohttp session given as session= belongs to the event loop (and process) that "
+        "made it, and this client now runs on another: give the client no session (it makes "
+        "one on each loop), or a session made on this loop"
     )

@@ -1,4 +1,5 @@
-"""Fixtures shared by several test modules: a real redis-server on loopback."""
+"""Fixtures shared by several test modules: a real redis-server on loopback, a sandbox process
+for real hosts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from hosts import create_pass
 from redis_server import redis_url_or_skip
+from sandbox_process import SandboxProcess
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +25,11 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.flushdb()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def host_sandbox() -> Iterator[tuple[str, str]]:
+    """A sandbox process without a rate limit, for hosts to call: its URL and a pass in it."""
+    process = SandboxProcess("--rate-key", "off")
+    yield process.url, create_pass(process.url)
+    process.close()

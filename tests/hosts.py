@@ -73,6 +73,15 @@ def create_pass(sandbox_url: str) -> str:
     return asyncio.run(create())
 
 
+def journal(sandbox_url: str, *, clear: bool = False) -> list[str]:
+    """The paths of the requests the sandbox has answered, oldest first; ``clear`` empties it."""
+    request = urllib.request.Request(
+        f"{sandbox_url}/__sandbox/journal", method="DELETE" if clear else "GET"
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return [entry["path"] for entry in json.loads(reply.read())["entries"]]
+
+
 def write(directory: Path, name: str, source: str) -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(source))
@@ -106,12 +115,13 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get_many(self, count: int, *, concurrency: int = 8) -> list[str]:
-        """``count`` GETs of ``/``, ``concurrency`` at a time: each body, or what went wrong."""
+    def get_many(self, count: int, *, path: str = "", concurrency: int = 8) -> list[str]:
+        """``count`` GETs of ``/<path>``, ``concurrency`` at a time: each body, or what went
+        wrong."""
 
         def get(_: int) -> str:
             try:
-                with urllib.request.urlopen(self.url, timeout=30) as reply:
+                with urllib.request.urlopen(self.url + path, timeout=30) as reply:
                     return str(reply.read().decode())
             except (OSError, urllib.error.URLError) as error:
                 return f"failed: {error!r}"
@@ -154,6 +164,26 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def gunicorn(port: int, *options: str, app: str = "app:app") -> list[str]:
+    """``gunicorn --preload`` with two workers on ``port``, for ``app``."""
+    return [
+        sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind",
+        f"127.0.0.1:{port}", "--graceful-timeout", "10", *options, app,
+    ]  # fmt: skip
+
+
+def answered_by_workers(answers: list[str], pass_id: str, parent: int) -> None:
+    """Every answer is ``<pid> <pass_id>``, from a worker, never from the parent ``parent``."""
+    pids = {answer.split()[0] for answer in answers}
+    assert [answer.split()[1:] for answer in answers] == [[pass_id]] * len(answers), answers
+    assert str(parent) not in pids
+
+
+def assert_clean(log: str) -> None:
+    """``log`` has no line that means a broken request or exit (``BAD_OUTPUT``)."""
+    assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_OUTPUT)], log
 
 
 def celery_worker(
@@ -219,11 +249,15 @@ __all__ = [
     "BAD_OUTPUT",
     "FORK_WARNING",
     "Served",
+    "answered_by_workers",
+    "assert_clean",
     "celery_worker",
     "create_pass",
     "execute_notebook",
     "free_port",
+    "gunicorn",
     "host_env",
+    "journal",
     "run_script",
     "serve",
     "unexpected",

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import loyaltylayer as ll
 from loyaltylayer._ratelimit import (
     LeaseLimiter,
     Limiter,
@@ -622,7 +623,7 @@ async def test_a_limiter_refuses_a_second_loop_running_at_the_same_time() -> Non
     def thread() -> None:
         try:
             asyncio.run(use_from_another_loop())
-        except RuntimeError as exc:
+        except ll.EventLoopError as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=thread)

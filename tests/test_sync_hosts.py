@@ -7,17 +7,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hosts import (
-    BAD_OUTPUT,
     FORK_WARNING,
+    answered_by_workers,
+    assert_clean,
     celery_worker,
-    create_pass,
     execute_notebook,
     free_port,
+    gunicorn,
     host_env,
     run_script,
     serve,
@@ -25,7 +25,6 @@ from hosts import (
     wait_for_log,
     write,
 )
-from sandbox_process import SandboxProcess
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -51,53 +50,28 @@ def app(environ, start_response):
 """
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[tuple[str, str]]:
-    """The sandbox's URL and a pass in it."""
-    process = SandboxProcess("--rate-key", "off")
-    yield process.url, create_pass(process.url)
-    process.close()
-
-
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     write(tmp_path, "app.py", WSGI_APP)
     return tmp_path
 
 
-def _gunicorn(port: int, *options: str) -> list[str]:
-    return [
-        sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--bind",
-        f"127.0.0.1:{port}", "--graceful-timeout", "10", *options, "app:app",
-    ]  # fmt: skip
-
-
-def _answered_by_workers(answers: list[str], pass_id: str, parent: int) -> None:
-    pids = {answer.split()[0] for answer in answers}
-    assert [answer.split()[1:] for answer in answers] == [[pass_id]] * len(answers), answers
-    assert str(parent) not in pids
-
-
-def _clean(log: str) -> None:
-    assert not [line for line in log.splitlines() if any(bad in line for bad in BAD_OUTPUT)], log
-
-
 @pytest.mark.parametrize("worker", ["sync", "gthread"])
-def test_gunicorn_preload(sandbox: tuple[str, str], app_dir: Path, worker: str) -> None:
-    url, pass_id = sandbox
+def test_gunicorn_preload(host_sandbox: tuple[str, str], app_dir: Path, worker: str) -> None:
+    url, pass_id = host_sandbox
     port = free_port()
-    command = _gunicorn(port, "--worker-class", worker, "--threads", "4")
+    command = gunicorn(port, "--worker-class", worker, "--threads", "4")
     with serve(command, port=port, env=host_env(url, pass_id, app_dir), cwd=app_dir) as server:
-        _answered_by_workers(server.get_many(40), pass_id, server.process.pid)
+        answered_by_workers(server.get_many(40), pass_id, server.process.pid)
     assert server.returncode == 0
-    _clean(server.log)
+    assert_clean(server.log)
 
 
 def test_gunicorn_preload_with_shutdown_portal_before_fork(
-    sandbox: tuple[str, str], app_dir: Path
+    host_sandbox: tuple[str, str], app_dir: Path
 ) -> None:
     """docs/sync.md's recipe: the workers inherit no thread, and the module-level client works."""
-    url, pass_id = sandbox
+    url, pass_id = host_sandbox
     write(
         app_dir,
         "conf.py",
@@ -109,15 +83,15 @@ def test_gunicorn_preload_with_shutdown_portal_before_fork(
         """,
     )
     port = free_port()
-    command = _gunicorn(port, "--config", "conf.py")
+    command = gunicorn(port, "--config", "conf.py")
     with serve(command, port=port, env=host_env(url, pass_id, app_dir), cwd=app_dir) as server:
-        _answered_by_workers(server.get_many(20), pass_id, server.process.pid)
+        answered_by_workers(server.get_many(20), pass_id, server.process.pid)
     assert server.returncode == 0
-    _clean(server.log)
+    assert_clean(server.log)
 
 
 def test_uwsgi_threads_forked_without_at_fork_hooks(
-    sandbox: tuple[str, str], app_dir: Path
+    host_sandbox: tuple[str, str], app_dir: Path
 ) -> None:
     """uWSGI loads the app in its master and forks the workers itself, without Python's at-fork
     hooks: each worker must tell by its pid that the portal it inherited is not its own.
@@ -125,7 +99,7 @@ def test_uwsgi_threads_forked_without_at_fork_hooks(
     The app stops the portal's thread after its call at import, as docs/sync.md says: uWSGI
     takes the GIL in a new worker before telling Python about the fork, so a worker forked while
     another thread of the master held the GIL hangs (unbit/uwsgi#1149, #1369)."""
-    url, pass_id = sandbox
+    url, pass_id = host_sandbox
     port = free_port()
     command = [
         str(Path(sys.executable).parent / "uwsgi"), "--http-socket", f"127.0.0.1:{port}",
@@ -135,16 +109,16 @@ def test_uwsgi_threads_forked_without_at_fork_hooks(
     ]  # fmt: skip
     env = host_env(url, pass_id, app_dir) | {"SHUTDOWN_AFTER_IMPORT": "1"}
     with serve(command, port=port, env=env, cwd=app_dir) as server:
-        _answered_by_workers(server.get_many(200, concurrency=16), pass_id, server.process.pid)
+        answered_by_workers(server.get_many(200, concurrency=16), pass_id, server.process.pid)
     assert server.returncode is not None
     assert server.returncode >= 0  # it stopped by itself, not killed
-    _clean(server.log)
+    assert_clean(server.log)
 
 
-def test_celery_prefork(sandbox: tuple[str, str], tmp_path: Path, redis_url: str) -> None:
+def test_celery_prefork(host_sandbox: tuple[str, str], tmp_path: Path, redis_url: str) -> None:
     from celery import Celery
 
-    url, pass_id = sandbox
+    url, pass_id = host_sandbox
     write(
         tmp_path,
         "tasks.py",
@@ -176,14 +150,14 @@ def test_celery_prefork(sandbox: tuple[str, str], tmp_path: Path, redis_url: str
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
-    _answered_by_workers(answers, pass_id, worker.pid)
+    answered_by_workers(answers, pass_id, worker.pid)
     assert worker.returncode == 0
-    _clean((tmp_path / "worker.log").read_text())
+    assert_clean((tmp_path / "worker.log").read_text())
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_multiprocessing(sandbox: tuple[str, str], tmp_path: Path, method: str) -> None:
-    url, pass_id = sandbox
+def test_multiprocessing(host_sandbox: tuple[str, str], tmp_path: Path, method: str) -> None:
+    url, pass_id = host_sandbox
     write(
         tmp_path,
         "work.py",
@@ -217,10 +191,10 @@ def test_multiprocessing(sandbox: tuple[str, str], tmp_path: Path, method: str) 
     assert result.stdout == f"True {{'{pass_id}'}}\n{pass_id}\n"
 
 
-def test_jupyter_notebook(sandbox: tuple[str, str], tmp_path: Path) -> None:
+def test_jupyter_notebook(host_sandbox: tuple[str, str], tmp_path: Path) -> None:
     """A cell runs in the kernel's event loop: the sync client works there without a warning;
     the async client is awaited at top level."""
-    url, pass_id = sandbox
+    url, pass_id = host_sandbox
     outputs = execute_notebook(
         [
             """
@@ -249,8 +223,8 @@ def test_jupyter_notebook(sandbox: tuple[str, str], tmp_path: Path) -> None:
     ] == [[("stream", "stdout", f"{kind} {pass_id}\n")] for kind in ("sync", "async", "sync")]
 
 
-def test_64_threads_50_calls_each(sandbox: tuple[str, str]) -> None:
-    url, pass_id = sandbox
+def test_64_threads_50_calls_each(host_sandbox: tuple[str, str]) -> None:
+    url, pass_id = host_sandbox
     result = run_script(
         """
         import os, threading

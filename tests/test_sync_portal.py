@@ -66,7 +66,7 @@ def test_a_call_from_the_portal_thread_is_refused_at_once() -> None:
     async def nested() -> float:
         return _portal.call(asyncio.sleep, 0.0, 1.0)
 
-    with pytest.raises(RuntimeError, match=r"^a loyaltylayer sync method was called on the "):
+    with pytest.raises(ll.EventLoopError, match=r"^a loyaltylayer sync method was called on the "):
         _portal.call(nested)
     assert _portal.call(asyncio.sleep, 0.0, 7) == 7  # the portal is unharmed
 
@@ -78,7 +78,7 @@ def test_a_call_from_a_finalizer_on_the_portal_thread_is_refused_naming_the_case
         def __del__(self) -> None:
             try:
                 _portal.call(asyncio.sleep, 0.0)
-            except RuntimeError as error:
+            except ll.EventLoopError as error:
                 refusals.append(str(error))
 
     async def collect_one() -> None:
@@ -263,7 +263,7 @@ def test_a_collected_client_is_closed_but_not_while_its_children_are_in_use(
     gc.collect()
     with pytest.raises(ll.NotFoundError):
         passes.status("pss_nope")  # its client is open: `passes` keeps it alive
-    session = transport._session
+    session = transport._sessions.held
     assert session is not None
     del passes
     deadline = time.monotonic() + 5
@@ -294,11 +294,11 @@ def test_a_task_a_call_left_running_finishes_with_no_further_call() -> None:
 
 def test_shutdown_stops_the_thread_and_leaves_clients_usable(client: ll.LoyaltyLayer) -> None:
     client.cards.encryption_keys()
-    session = client._async._transport._session
+    session = client._async._transport._sessions.held
     ll.shutdown_portal()
     assert _portal.THREAD_NAME not in [t.name for t in threading.enumerate()]
     assert client.cards.encryption_keys().keys  # the same loop, on a new thread
-    assert client._async._transport._session is session
+    assert client._async._transport._sessions.held is session
     assert [t.name for t in threading.enumerate()].count(_portal.THREAD_NAME) == 1
 
 
@@ -308,7 +308,7 @@ def test_shutdown_ends_a_call_in_flight_with_a_clear_error() -> None:
     def call() -> None:
         try:
             _portal.call(asyncio.sleep, 30)
-        except RuntimeError as error:
+        except ll.EventLoopError as error:
             outcome.append(str(error))
 
     caller = threading.Thread(target=call)

@@ -151,7 +151,7 @@ def test_fork_child_and_parent_both_keep_working(
         f"""
         client = new_client()
         client.passes.status(PASS_ID)
-        session = client._async._transport._session
+        session = client._async._transport._sessions.held
         if {shutdown_first}:
             ll.shutdown_portal()
         for call_in_child in (True, False):  # a child that never calls must not harm us either
@@ -163,7 +163,7 @@ def test_fork_child_and_parent_both_keep_working(
             _, status = os.waitpid(pid, 0)
             print("parent", os.waitstatus_to_exitcode(status),
                   client.passes.status(PASS_ID).pass_id == PASS_ID,
-                  client._async._transport._session is session, flush=True)
+                  client._async._transport._sessions.held is session, flush=True)
         """,
         *CLEAN,
     )

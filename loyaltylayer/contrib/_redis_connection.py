@@ -1,4 +1,9 @@
-"""What the Redis backends share: opening a client from a URL and naming a server safely.
+"""What the Redis backends share: their client for the running loop, opening a client from a
+URL, and naming a server safely.
+
+A redis.asyncio client's connections belong to the event loop they were opened on, and in a
+forked child to the parent, whose sockets they share. So a backend keeps its client in a
+:class:`RedisClients`, one per process and loop (see ``loyaltylayer._loops``).
 
 Error messages name the Redis server so an operator knows which one is down, but a Redis URL
 often carries a password; the name is therefore rebuilt from the connection settings, which
@@ -12,9 +17,10 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._errors import LoyaltyLayerError
+from .._errors import EventLoopError, LoyaltyLayerError
+from .._loops import LoopBound, leave_open
 
-__all__ = ["UNAVAILABLE", "RedisUnavailableError", "describe", "open_client"]
+__all__ = ["UNAVAILABLE", "RedisClients", "RedisUnavailableError", "describe", "open_client"]
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
 """What redis-py raises when the server cannot be reached or does not answer in time."""
@@ -52,3 +58,43 @@ def describe(client: aioredis.Redis) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{db}"
+
+
+class RedisClients:
+    """A backend's Redis client for the running process and event loop.
+
+    One the backend opened from a URL (``reconnect_to``) is opened anew on each loop and in each
+    process, and closed with its loop. One the user gave serves the first loop and process that
+    use it, and is never replaced: another one gets an :class:`EventLoopError` that says so.
+    ``close_client`` says whether the backend closes the client it was given.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, owner: str, close_client: bool) -> None:
+        self.server = describe(client)
+        self._owner = owner
+        self._url: str | None = None
+        self._clients = LoopBound(
+            self._reopen,
+            aioredis.Redis.aclose if close_client else leave_open,
+            what=f"this {owner}",
+            first=client,
+        )
+
+    def reconnect_to(self, url: str) -> None:
+        """Open a new client from ``url`` on each loop and in each process after the first."""
+        self._url = url
+
+    async def get(self) -> aioredis.Redis:
+        return await self._clients.get()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    def _reopen(self) -> aioredis.Redis:
+        if self._url is None:
+            raise EventLoopError(
+                f"the Redis client given to this {self._owner} belongs to the event loop and "
+                "process that first used it, and it is now used on another one: make the "
+                f"{self._owner} with from_url(), which connects anew in each process and loop"
+            )
+        return open_client(self._url)

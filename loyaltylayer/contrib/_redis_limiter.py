@@ -23,9 +23,10 @@ import attrs
 import redis.asyncio as aioredis
 
 from .._errors import ConfigurationError
+from .._loops import LoopBound, leave_open
 from .._ratelimit import LeaseLimiter, Limiter, RateLimit, check_block, origin_of
 from .._retry_after import cap_retry_after
-from ._redis_connection import UNAVAILABLE, RedisUnavailableError, describe, open_client
+from ._redis_connection import UNAVAILABLE, RedisClients, RedisUnavailableError, open_client
 
 __all__ = ["RedisLimiterStats", "RedisRateLimiter"]
 
@@ -213,11 +214,10 @@ class RedisRateLimiter(Limiter):
             )
         if not request_timeout > 0:
             raise ConfigurationError("request_timeout must be positive")
-        self._client = client
+        self._redis = RedisClients(client, owner=type(self).__name__, close_client=close_client)
         self._rate = rate_limit
         self._egress_id = egress_id
-        self._close_client = close_client
-        self._server = describe(client)
+        self._server = self._redis.server
         self._hold_us = math.ceil(rate_limit.hold * _US)
         self._in_flight_us = math.ceil((rate_limit.hold + request_timeout) * _US)
         self._acquire_script = client.register_script(_ACQUIRE)
@@ -226,7 +226,8 @@ class RedisRateLimiter(Limiter):
         self._blocked_for_script = client.register_script(_BLOCKED_FOR)
         self._origin: str | None = None
         self._keys: _Keys | None = None
-        self._turn = asyncio.Lock()
+        # The coroutines of one loop take turns to poll.
+        self._turns = LoopBound(asyncio.Lock, leave_open, what=f"this {type(self).__name__}")
         self._local: Limiter | None = None
         self._started = 0
         self._in_flight = 0
@@ -247,11 +248,12 @@ class RedisRateLimiter(Limiter):
         expected_workers: int | None = None,
         request_timeout: float = 120.0,
     ) -> Self:
-        """A limiter on the Redis at ``url``, which it owns and closes in :meth:`aclose`.
+        """A limiter on the Redis at ``url``, which it owns, opens in each process and event loop
+        that uses it, and closes in :meth:`aclose`.
 
         Nothing is connected yet: :meth:`check` (or the first lease) does.
         """
-        return cls(
+        limiter = cls(
             open_client(url),
             RateLimit(requests=requests, per=per, margin=margin),
             egress_id=egress_id,
@@ -260,6 +262,8 @@ class RedisRateLimiter(Limiter):
             request_timeout=request_timeout,
             close_client=True,
         )
+        limiter._redis.reconnect_to(url)
+        return limiter
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._server}, {self._rate!r}, origin={self._origin!r})"
@@ -303,7 +307,8 @@ class RedisRateLimiter(Limiter):
         """Make sure Redis answers; raise :class:`RedisUnavailableError` (or fall back) if not."""
         if self._local is None:
             try:
-                await self._run(self._client.ping())
+                client = await self._redis.get()
+                await self._run(client.ping())
             except RedisUnavailableError as exc:
                 await self._fall_back(exc)
 
@@ -338,7 +343,8 @@ class RedisRateLimiter(Limiter):
             if priority:
                 await self._poll(lease_id, priority=True)
             else:
-                async with self._turn:
+                turn = await self._turns.get()
+                async with turn:
                     await self._poll(lease_id, priority=False)
         finally:
             self._waiting -= 1
@@ -355,8 +361,11 @@ class RedisRateLimiter(Limiter):
         )
         while True:
             self._polls += 1
+            client = await self._redis.get()
             granted, wait_us = await self._run(
-                self._acquire_script(keys=[keys.leases, keys.blocked, keys.priority], args=args)
+                self._acquire_script(
+                    keys=[keys.leases, keys.blocked, keys.priority], args=args, client=client
+                )
             )
             if granted:
                 self._started += 1
@@ -366,9 +375,12 @@ class RedisRateLimiter(Limiter):
 
     async def _release(self, lease_id: str) -> None:
         keys = self._bound_keys()
+        client = await self._redis.get()
         try:
             in_time = await self._run(
-                self._release_script(keys=[keys.leases], args=[lease_id, self._hold_us])
+                self._release_script(
+                    keys=[keys.leases], args=[lease_id, self._hold_us], client=client
+                )
             )
         except RedisUnavailableError as exc:
             # The request is over; the lease ends by itself when its in-flight TTL runs out.
@@ -391,8 +403,11 @@ class RedisRateLimiter(Limiter):
         local = self._local
         if local is None:
             keys = self._bound_keys()
+            client = await self._redis.get()
             try:
-                await self._run(self._block_script(keys=[keys.blocked], args=[block_us]))
+                await self._run(
+                    self._block_script(keys=[keys.blocked], args=[block_us], client=client)
+                )
                 return
             except RedisUnavailableError as exc:
                 local = await self._fall_back(exc)
@@ -402,8 +417,11 @@ class RedisRateLimiter(Limiter):
         local = self._local
         if local is None:
             keys = self._bound_keys()
+            client = await self._redis.get()
             try:
-                left_us = await self._run(self._blocked_for_script(keys=[keys.blocked]))
+                left_us = await self._run(
+                    self._blocked_for_script(keys=[keys.blocked], client=client)
+                )
                 return int(left_us) / _US
             except RedisUnavailableError as exc:
                 local = await self._fall_back(exc)
@@ -412,8 +430,7 @@ class RedisRateLimiter(Limiter):
     async def aclose(self) -> None:
         if self._local is not None:
             await self._local.aclose()
-        if self._close_client:
-            await self._client.aclose()
+        await self._redis.aclose()
 
     def _bound_keys(self) -> _Keys:
         if self._keys is None:

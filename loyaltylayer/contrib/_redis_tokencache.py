@@ -14,7 +14,7 @@ from typing import Any, Self
 import redis.asyncio as aioredis
 
 from .._tokencache import TokenCache
-from ._redis_connection import UNAVAILABLE, RedisUnavailableError, describe, open_client
+from ._redis_connection import UNAVAILABLE, RedisClients, RedisUnavailableError, open_client
 
 __all__ = ["RedisTokenCache"]
 
@@ -38,19 +38,22 @@ class RedisTokenCache(TokenCache):
         prefix: str = "loyaltylayer:token:",
         close_client: bool = False,
     ) -> None:
-        self._client = client
+        self._redis = RedisClients(client, owner=type(self).__name__, close_client=close_client)
         self._prefix = prefix
-        self._close_client = close_client
-        self._server = describe(client)
+        self._server = self._redis.server
         self._discard_script = client.register_script(_DISCARD_IF_SAME)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "loyaltylayer:token:") -> Self:
-        """A cache on the Redis at ``url``, which it owns and closes in :meth:`aclose`."""
-        return cls(open_client(url), prefix=prefix, close_client=True)
+        """A cache on the Redis at ``url``, which it owns, opens in each process and event loop
+        that uses it, and closes in :meth:`aclose`."""
+        cache = cls(open_client(url), prefix=prefix, close_client=True)
+        cache._redis.reconnect_to(url)
+        return cache
 
     async def get(self, key: str) -> str | None:
-        value = await self._run(self._client.get(self._prefix + key))
+        client = await self._redis.get()
+        value = await self._run(client.get(self._prefix + key))
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
@@ -58,14 +61,17 @@ class RedisTokenCache(TokenCache):
     async def set(self, key: str, token: str, ttl: float) -> None:
         """Keep ``token`` for ``ttl`` seconds; an already expired one (``ttl <= 0``) is not kept."""
         if ttl > 0:
-            await self._run(self._client.set(self._prefix + key, token, px=math.ceil(ttl * 1000)))
+            client = await self._redis.get()
+            await self._run(client.set(self._prefix + key, token, px=math.ceil(ttl * 1000)))
 
     async def discard(self, key: str, token: str) -> None:
-        await self._run(self._discard_script(keys=[self._prefix + key], args=[token]))
+        client = await self._redis.get()
+        await self._run(
+            self._discard_script(keys=[self._prefix + key], args=[token], client=client)
+        )
 
     async def aclose(self) -> None:
-        if self._close_client:
-            await self._client.aclose()
+        await self._redis.aclose()
 
     async def _run(self, call: Any) -> Any:
         try:
