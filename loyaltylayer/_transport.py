@@ -550,12 +550,12 @@ class Transport:
         elif isinstance(exc, aiohttp.ClientSSLError):
             what += f": TLS failed ({getattr(exc.os_error, 'reason', None) or exc.os_error})"
         elif (
-            isinstance(exc, aiohttp.ServerDisconnectedError)
+            _dropped_after_connecting(exc)
             and call.url.startswith("https:")
             and not self._network.presents_certificate
         ):
             # With TLS 1.3 a server that wants a client certificate checks it after the
-            # handshake, and its alert is lost: the client sees the connection close.
+            # handshake, and its alert is lost: the client sees the connection closed or reset.
             what += "; if the API requires a client certificate (mTLS), give client_cert"
         logger.info(
             "%s %s connection failed: %s (%s)", call.method, call.path, what, call.correlation_id
@@ -752,6 +752,15 @@ def _untrusted(call: _Call, exc: aiohttp.ClientConnectorCertificateError) -> Con
     return ConfigurationError(
         f"the TLS certificate of {exc.host} is not trusted ({detail or reason}): give the CA "
         "that issued it as ca_bundle (LOYALTYLAYER_CA_BUNDLE, --ca-bundle)"
+    )
+
+
+def _dropped_after_connecting(exc: aiohttp.ClientError) -> bool:
+    """The server closed or reset a connection it had accepted (not: refused to connect)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and not isinstance(
+        exc, aiohttp.ClientConnectorError
     )
 
 
