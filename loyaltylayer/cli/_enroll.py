@@ -34,7 +34,7 @@ from .._errors import AuthenticationError, EnrollmentError
 from .._ratelimit import RateLimit
 from ._connect import SANDBOX_ENVIRONMENT, Target, check_credentials, connect
 from ._dryrun import print_dry_run
-from ._errors_file import ErrorsFile
+from ._errors_file import ErrorsFile, replaceable
 from ._exit import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -44,7 +44,7 @@ from ._exit import (
     JobStopped,
     UsageProblem,
 )
-from ._files import same_file
+from ._files import is_regular_or_absent, same_file
 from ._input import CheckedRow, InputError, InputFile, parse_mapping
 from ._progress import JobProgress, Tally
 from ._results import ResultsError, ResultsFile, describe_error, describe_errors
@@ -106,6 +106,13 @@ class _FileJob:
         except OSError as error:
             self._results.close()
             raise JobStopped(_cannot_write(error)) from None
+        if self._errors.kept_as is not None:
+            self._console.print(
+                f"The errors file of an earlier run is kept as {self._errors.kept_as}.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def _note(self, message: str) -> None:
         if self._progress is not None:
@@ -315,12 +322,20 @@ def _default_errors_path(input_path: Path) -> Path:
 
 
 def _refuse_overwrites(input_path: Path, out: Path, errors_path: Path) -> None:
-    """Nothing the job writes may be its input, nor both outputs one file."""
+    """Nothing the job writes may be its input, nor both outputs one file, nor anything but a
+    regular file; and the errors file takes over no file but an earlier errors file."""
     for option, path in (("--out", out), ("--errors", errors_path)):
         if same_file(path, input_path):
             raise UsageProblem(f"{option} {path} is the input file: give the output another name")
+        if not is_regular_or_absent(path):
+            raise UsageProblem(f"{option} {path} is not a regular file: give a file's path")
     if same_file(out, errors_path):
         raise UsageProblem(f"--out and --errors are the same file ({out})")
+    if not replaceable(errors_path):
+        raise UsageProblem(
+            f"--errors {errors_path} is not an errors file of this command (its first line is "
+            "not line,error,...): give another path, or move the file away"
+        )
 
 
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
