@@ -5,7 +5,9 @@ checkpoint: the engine records each step there before it goes on, and the comman
 failures to ``errors.csv`` as they come. Stopping is done by no longer feeding records: the
 engine then finishes what it has in flight, so a first Ctrl-C (or ``--max-errors``) loses
 nothing and leaves nothing half-sent. An error that is no record's (a file that cannot be
-written) stops the job at once, with exit code 4: what was recorded makes the rerun safe.
+written) stops the job at once, with exit code 4: what was recorded makes the rerun safe. So
+does a rate limiter that fails (the Redis of ``--redis-url`` gone), once what is in flight has
+failed with it.
 
 A job is known by its id, kept in the results file: a rerun resumes it wherever the input has
 moved. Starting over (``--restart``) keeps the old results file under another name and asks
@@ -28,9 +30,10 @@ import attrs
 import click
 from rich.console import Console
 
+from .._async._client import AsyncLoyaltyLayer
 from .._cardmath import mask_card
 from .._enroll_models import EnrollOutcome, EnrollRecord
-from .._errors import AuthenticationError, EnrollmentError
+from .._errors import AuthenticationError, EnrollmentError, LoyaltyLayerError
 from .._ratelimit import RateLimit
 from ._connect import SANDBOX_ENVIRONMENT, Target, check_credentials, connect
 from ._dryrun import print_dry_run
@@ -87,6 +90,8 @@ class _FileJob:
         self.stopped: str | None = None
         self.interrupted = False
         self.refused = False
+        self.failure: str | None = None
+        """Why the job stopped on an error that is no record's, found in a record's outcome."""
 
     def stop(self, reason: str) -> None:
         """Feed no more records; what is in flight still finishes."""
@@ -120,7 +125,6 @@ class _FileJob:
 
     async def run(self, target: Target) -> int:
         started = time.monotonic()
-        failure: str | None = None
         async with connect(target, self._console) as connection:
             client = connection.client
             await check_credentials(client)
@@ -140,13 +144,8 @@ class _FileJob:
                         )
                     )
                     with self._interrupts(worker):
-                        while not worker.done():
-                            progress.refresh(
-                                attempts=client.attempts,
-                                blocked_for=await client.limiter.blocked_for(),
-                            )
-                            await asyncio.wait({worker}, timeout=_TICK)
-                        progress.refresh(attempts=client.attempts, blocked_for=0.0)
+                        await self._watch(worker, client, progress)
+                    failure = self.failure
                     try:
                         await worker
                     except asyncio.CancelledError:
@@ -179,6 +178,27 @@ class _FileJob:
         if self.refused:
             return EXIT_CONFIG
         return EXIT_FAILED if self._tally.failed or left else EXIT_OK
+
+    async def _watch(
+        self, worker: asyncio.Task[None], client: AsyncLoyaltyLayer, progress: JobProgress
+    ) -> None:
+        """Show the progress until the job ends."""
+        while not worker.done():
+            blocked_for = 0.0
+            if self.failure is None:
+                try:
+                    blocked_for = await client.limiter.blocked_for()
+                except LoyaltyLayerError as error:  # its Redis is gone
+                    self._limiter_failed(error)
+            progress.refresh(attempts=client.attempts, blocked_for=blocked_for)
+            await asyncio.wait({worker}, timeout=_TICK)
+        progress.refresh(attempts=client.attempts, blocked_for=0.0)
+
+    def _limiter_failed(self, error: LoyaltyLayerError) -> None:
+        """No request can go out: stop as on a file that cannot be written (exit 4)."""
+        if self.failure is None:
+            self.failure = str(error)
+            self.stop("the rate limiter failed")
 
     @contextlib.contextmanager
     def _interrupts(self, worker: asyncio.Task[None]) -> Iterator[None]:
@@ -259,6 +279,8 @@ class _FileJob:
             self.refused = True
             self.stop("the API refused the credentials")
             self._note(f"Error: {describe_error(outcome.error)}")
+        if _redis_unavailable(outcome.error):
+            self._limiter_failed(outcome.error)
         self._failed()
 
     def _failed(self) -> None:
@@ -266,6 +288,15 @@ class _FileJob:
         limit = self._options.max_errors
         if limit is not None and self._tally.failed >= limit:
             self.stop(f"{self._tally.failed} records failed (--max-errors {limit})")
+
+
+def _redis_unavailable(error: LoyaltyLayerError) -> bool:
+    """The Redis of ``--redis-url`` cannot be reached: every request fails as this one did.
+
+    Its error class is looked up where it lives, loaded only when a Redis limiter was made.
+    """
+    module = sys.modules.get("loyaltylayer.contrib._redis_connection")
+    return module is not None and isinstance(error, module.RedisUnavailableError)
 
 
 def _cannot_write(error: OSError) -> str:
@@ -489,7 +520,8 @@ def enroll_command(
     command to resume: records already created are skipped, failed ones are tried again.
 
     Exit codes: 0 all done, 1 some records failed, 2 bad usage or input, 3 credentials or
-    configuration, 4 the job stopped on an error (a file it cannot write), 130 interrupted.
+    configuration, 4 the job stopped on an error (a file it cannot write, Redis gone),
+    130 interrupted.
     """
     if sandbox and base_url is not None:
         raise click.UsageError("give --sandbox or --base-url, not both")
