@@ -207,6 +207,25 @@ def test_sigint_drains_in_flight_then_resumes(fresh: SandboxProcess, tmp_path: P
     assert_one_pass_each(fresh, 300)
 
 
+def test_sigint_before_the_job_starts_exits_130_with_one_line(
+    fresh: SandboxProcess, tmp_path: Path
+) -> None:
+    # The card keys come slowly: the command is still checking the credentials at the SIGINT.
+    route = "/v1/card/encryption-keys"
+    fresh.call("POST", "faults", {"route": route, "kind": "latency", "latency": 4})
+    args = enroll_args(write_input(tmp_path / "in.csv", 3))
+    process = start(args, tmp_path, fresh.url)
+    wait_for(lambda: any(e["path"] == "/auth/token" for e in fresh.journal()))
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    fresh.call("DELETE", "faults")
+
+    assert process.returncode == 130, out + err
+    assert (out, err) == ("", "Interrupted: rerun the same command to resume.\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    assert fresh.passes() == []
+
+
 def test_server_block_pauses_the_job_and_it_resumes(tmp_path: Path) -> None:
     limited = SandboxProcess("--rate-limit", "30", "--rate-window", "2", "--block", "1")
     try:

@@ -569,4 +569,9 @@ def enroll_command(
         ),
     )
     job = _FileJob(console, source, results, errors_path, Tally(total=total), options)
-    raise SystemExit(asyncio.run(job.run(target)))
+    try:
+        code = asyncio.run(job.run(target))
+    except KeyboardInterrupt:  # before the job's own handler took over, or after
+        click.echo("Interrupted: rerun the same command to resume.", err=True)
+        code = EXIT_INTERRUPTED
+    raise SystemExit(code)
