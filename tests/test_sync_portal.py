@@ -106,6 +106,80 @@ def test_the_same_exception_object_comes_back() -> None:
     assert "fail" in frames
 
 
+def _loop_thread() -> threading.Thread | None:
+    return next((t for t in threading.enumerate() if t.name == _portal.THREAD_NAME), None)
+
+
+@pytest.mark.parametrize("make", [lambda: SystemExit("bad input file"), KeyboardInterrupt])
+def test_system_exit_on_the_loop_reaches_its_caller_and_the_loop_runs_on(
+    client: ll.LoyaltyLayer, make: Callable[[], BaseException]
+) -> None:
+    _portal.call(asyncio.sleep, 0)
+    thread = _loop_thread()
+    # Another thread's call is in flight meanwhile: it must not notice.
+    neighbour: list[int] = []
+    worker = threading.Thread(target=lambda: neighbour.append(_portal.call(asyncio.sleep, 0.3, 7)))
+    worker.start()
+
+    raised = make()
+
+    async def user_code() -> None:
+        raise raised
+
+    with pytest.raises(BaseException) as caught:  # noqa: PT011 - the very object is checked
+        _portal.call(user_code)
+    assert caught.value is raised
+
+    # From a records source, under a task group's child task inside the enrollment engine.
+    def records() -> Iterator[dict[str, str]]:
+        yield {"reference": "R1"}
+        raise raised
+
+    with pytest.raises(BaseException) as caught:  # noqa: PT011
+        list(client.enroll(records(), plan_id="pp-gold"))
+    assert caught.value is raised
+
+    worker.join(10)
+    assert neighbour == [7]
+    assert _loop_thread() is thread
+    assert thread is not None
+    assert thread.is_alive()
+    assert client.cards.encryption_keys().keys
+
+
+def test_a_loop_thread_that_ended_is_noticed_by_its_waiters_and_replaced() -> None:
+    _portal.call(asyncio.sleep, 0)
+    portal = _portal._portal
+    assert portal is not None
+    first = portal.thread
+    assert first is not None
+    outcome: list[str] = []
+
+    def wait_long() -> None:
+        try:
+            _portal.call(asyncio.sleep, 30)
+        except RuntimeError as error:
+            outcome.append(str(error))
+
+    caller = threading.Thread(target=wait_long)
+    caller.start()
+    time.sleep(0.2)
+    portal.loop.call_soon_threadsafe(portal.loop.stop)  # the thread ends, no shutdown said so
+    first.join(10)
+    caller.join(10)
+
+    assert not caller.is_alive()
+    assert outcome == ["the loyaltylayer portal was shut down"]
+    # A new thread, maybe with the dead one's ident, is not taken for the loop's own.
+    answers: list[str] = []
+    fresh = threading.Thread(target=lambda: answers.append(_portal.call(_thread_name)))
+    fresh.start()
+    fresh.join(10)
+    assert answers == [_portal.THREAD_NAME]
+    assert portal.thread is not first
+    assert _no_tasks_left_soon()
+
+
 def test_api_errors_keep_their_class_and_attributes(client: ll.LoyaltyLayer) -> None:
     with pytest.raises(ll.NotFoundError) as caught:
         client.passes.status("pss_nope")

@@ -97,6 +97,27 @@ def test_exit_with_an_abandoned_iterator(sandbox: SandboxProcess) -> None:
     assert out == "0 True\n"
 
 
+def test_exit_after_user_code_raised_system_exit_on_the_loop_thread(
+    sandbox: SandboxProcess,
+) -> None:
+    out = _run(
+        sandbox,
+        """
+        client = new_client()
+        def records():
+            yield {"reference": "R1"}
+            sys.exit("bad input file")  # the program decides to stop, from its records
+        try:
+            list(client.enroll(records(), plan_id="pp-gold"))
+        except SystemExit as stop:
+            print("stopped:", stop)
+        print(client.passes.status(PASS_ID).pass_id == PASS_ID)
+        """,
+        *CLEAN,
+    )
+    assert out == "stopped: bad input file\nTrue\n"
+
+
 def test_exit_with_a_call_still_running_on_another_thread(
     sandbox: SandboxProcess, slow_status: None
 ) -> None:
