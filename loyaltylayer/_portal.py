@@ -132,6 +132,7 @@ _exiting = False
 _warned = False
 _live: weakref.WeakSet[Closeable] = weakref.WeakSet()
 _untracked: weakref.WeakKeyDictionary[object, Closeable] = weakref.WeakKeyDictionary()
+_to_close: set[Closeable] = set()  # dropped while the portal was stopped: closed when it starts
 _closing: set[asyncio.Future[None]] = set()  # the loop keeps only weak references to tasks
 
 
@@ -313,7 +314,10 @@ def track(facade: object, client: Closeable) -> None:
 
 def _close_soon(client: Closeable) -> None:
     portal = _portal
-    if portal is None or not portal.alive or portal.pid != os.getpid() or _exiting:
+    if portal is None or portal.pid != os.getpid() or _exiting:
+        return
+    if not portal.alive:  # kept until the portal starts again, or the exit closes the live ones
+        _to_close.add(client)
         return
     with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
         portal.loop.call_soon_threadsafe(_start_closing, client)
@@ -370,6 +374,8 @@ def _start() -> _Portal:
             _portal = _Portal()
         if not _portal.alive:
             _portal.start()
+            while _to_close:
+                _portal.loop.call_soon_threadsafe(_start_closing, _to_close.pop())
         return _portal
 
 

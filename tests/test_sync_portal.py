@@ -376,6 +376,26 @@ def test_shutdown_stops_the_thread_and_leaves_clients_usable(client: ll.LoyaltyL
     assert [t.name for t in threading.enumerate()].count(_portal.THREAD_NAME) == 1
 
 
+def test_a_client_dropped_while_the_portal_is_stopped_is_closed_when_it_starts(
+    sandbox_url: str,
+) -> None:
+    client = ll.LoyaltyLayer("sandbox-client", "sandbox-secret", sandbox_url, rate_limit=None)
+    client.cards.encryption_keys()
+    session = client._async._transport._session
+    assert session is not None
+    ll.shutdown_portal()  # as a pre-fork server's parent does
+    del client
+    gc.collect()
+    assert not session.closed
+
+    _portal.call(asyncio.sleep, 0)  # the next sync call, of any client, starts the portal
+
+    deadline = time.monotonic() + 5
+    while not session.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session.closed
+
+
 def test_shutdown_ends_a_call_in_flight_with_a_clear_error() -> None:
     outcome: list[str] = []
 

@@ -118,6 +118,25 @@ def test_exit_after_user_code_raised_system_exit_on_the_loop_thread(
     assert out == "stopped: bad input file\nTrue\n"
 
 
+def test_exit_after_a_client_was_dropped_while_the_portal_was_stopped(
+    sandbox: SandboxProcess,
+) -> None:
+    out = _run(
+        sandbox,
+        """
+        import gc
+        client = new_client()
+        client.cards.encryption_keys()  # a check at import, under gunicorn --preload
+        ll.shutdown_portal()  # before forking, as docs/sync.md says
+        del client
+        gc.collect()
+        print("dropped")
+        """,
+        *CLEAN,
+    )
+    assert out == "dropped\n"
+
+
 def test_exit_with_a_call_still_running_on_another_thread(
     sandbox: SandboxProcess, slow_status: None
 ) -> None:
