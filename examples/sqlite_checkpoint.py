@@ -32,6 +32,10 @@ CARDHOLDERS = importlib.resources.files("loyaltylayer.sandbox") / "demo_cardhold
 class SqliteCheckpoint(ll.EnrollCheckpoint):
     """Each record's progress, one row per key, committed before the engine goes on.
 
+    The progress of a record that is done names its pass (``progress.pass_id``), so a rerun
+    reports the pass of every record an earlier run created, even one whose outcome that run
+    never handed out (its loop stopped early).
+
     ``sqlite3`` blocks the event loop for the moment a local write takes; a database across a
     network would use its asyncio driver in the same two methods.
     """

@@ -96,6 +96,7 @@ async def test_sqlite_checkpoint_survives_a_crash_mid_job(tmp_path: Path) -> Non
             crashed.close()
             sandbox.clear_faults()
             made = len(sandbox.passes())
+            pass_ids = {p["reference"]: p["pass_id"] for p in sandbox.passes()}
 
             resumed = example.SqliteCheckpoint(database)
             counts = await example.enroll_file(client, resumed, "job-1")
@@ -104,5 +105,7 @@ async def test_sqlite_checkpoint_survives_a_crash_mid_job(tmp_path: Path) -> Non
 
     assert made == 47
     assert counts == {"created": 47, "failed": 3}  # replayed by the server, not made again
-    assert recalled == ll.EnrollProgress(key="CUST-1001", step="done")
+    assert recalled == ll.EnrollProgress(
+        key="CUST-1001", step="done", pass_id=pass_ids["CUST-1001"]
+    )
     assert len(sandbox.passes()) == 47

@@ -184,6 +184,11 @@ class AsyncLoyaltyLayer:
         ``concurrency`` is the number of cards tokenized at once; ``max_wait`` is how long an
         enrol token may wait for its batch to fill.
 
+        The job waits for the loop that takes its outcomes: a batch-create is sent only when
+        all its outcomes have room to be handed out, so at most ``concurrency`` + 100 passes are
+        made that the loop has not taken yet (each is in ``checkpoint``, with its pass id, for
+        a rerun to report as ``skipped`` if the loop stops early).
+
         A job that needs more than one window of the rate limit spreads its first window's
         requests evenly across the window; later windows repeat that shape, so the server sees
         a steady stream instead of a burst per window, and a pause delays one request rather

@@ -3,12 +3,14 @@
 Records stream through three stages joined by bounded queues, so memory stays flat however long
 the input is: a reader (validate locally, refuse duplicates, ask the checkpoint where each
 record stands), tokenizers (one request per card: the real bottleneck), and a batcher that packs
-enrol tokens into full batch-create chunks as they arrive. Each record's create carries a
-deterministic idempotency key and is recorded in the checkpoint before it is sent, so a rerun
-after a crash replays it instead of making a second pass. What a rerun does with each record
-is decided here, from what happened to it, and handed to the checkpoint as an
-:class:`EnrollProgress`: every checkpoint (in memory, the CLI's file, a user's database) follows
-the same rules because it only stores them.
+enrol tokens into full batch-create chunks as they arrive. The consumer sets the pace of the
+last step: a batch-create is sent only when every outcome it makes has room to be handed out,
+so the passes made and not yet taken by the consumer stay few (see :class:`_Outcomes`). Each
+record's create carries a deterministic idempotency key and is recorded in the checkpoint
+before it is sent, so a rerun after a crash replays it instead of making a second pass. What a
+rerun does with each record is decided here, from what happened to it, and handed to the
+checkpoint as an :class:`EnrollProgress`: every checkpoint (in memory, the CLI's file, a user's
+database) follows the same rules because it only stores them.
 
 An error that is no one record's (the checkpoint, the record source, a bug) stops the job: the
 stages are cancelled, the outcomes already recorded are handed out, then the consumer gets an
@@ -116,31 +118,57 @@ class _Ramp:
 
 
 class _Outcomes:
-    """The bounded hand-over of outcomes to the consumer, which ends however the pipeline ends.
+    """The hand-over of outcomes to the consumer: bounded, and ending however the pipeline ends.
+
+    At most ``size`` outcomes are made and not yet taken by the consumer. An outcome waits for
+    room before it is put; a batch-create keeps room for the outcomes of all its records before
+    it is sent (:meth:`promise`), so the passes it makes can always be handed out. A consumer
+    that stops taking outcomes stops the creates: at most ``size`` passes were made that it was
+    not handed (each recorded in the checkpoint, with its pass id, before it was put).
 
     The end is marked from the pipeline task's done callback, so neither a failed stage nor a
     cancellation can leave the consumer waiting on an empty queue.
     """
 
     def __init__(self, size: int) -> None:
-        self._queue: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(size)
-        self._ended = False
+        self._size = size
+        self._queue: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue()
+        self._promised = 0
+        self._taken = asyncio.Condition()
 
-    async def put(self, outcome: EnrollOutcome) -> None:
-        await self._queue.put(outcome)
+    def _room(self) -> int:
+        return self._size - self._queue.qsize() - self._promised
+
+    async def promise(self, count: int) -> None:
+        """Wait until ``count`` more outcomes have room, and keep it for them."""
+        async with self._taken:
+            await self._taken.wait_for(lambda: self._room() >= count)
+        self._promised += count
+
+    async def put(self, outcome: EnrollOutcome, *, promised: bool = False) -> None:
+        """Hand ``outcome`` over, in room kept for it or, unless ``promised``, when there is."""
+        if promised:
+            self._promised -= 1
+        else:
+            async with self._taken:
+                await self._taken.wait_for(lambda: self._room() >= 1)
+        self._queue.put_nowait(outcome)
+
+    async def unpromise(self) -> None:
+        """Give back the room kept for one outcome that its batch-create did not make."""
+        async with self._taken:
+            self._promised -= 1
+            self._taken.notify_all()
 
     def end(self) -> None:
-        self._ended = True
-        # A full queue needs no marker: the consumer is not waiting, and checks the end flag
-        # once it has emptied the queue.
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        self._queue.put_nowait(None)
 
     async def get(self) -> EnrollOutcome | None:
         """The next outcome, or ``None`` once the pipeline has ended and all are handed out."""
-        if self._ended and self._queue.empty():
-            return None
-        return await self._queue.get()
+        outcome = await self._queue.get()
+        async with self._taken:
+            self._taken.notify_all()
+        return outcome
 
 
 @attrs.define(kw_only=True)
@@ -283,7 +311,11 @@ class _Pipeline:
         if progress is not None and progress.step == "done":
             await self.outcomes.put(
                 EnrollOutcome(
-                    index=index, key=record.key, status="skipped", card=record.card.masked
+                    index=index,
+                    key=record.key,
+                    status="skipped",
+                    card=record.card.masked,
+                    pass_id=progress.pass_id,
                 )
             )
             return
@@ -331,15 +363,22 @@ class _Pipeline:
         )
 
     async def _finish(
-        self, work: _Work, status: Status, progress: EnrollProgress | None, **details: Any
+        self,
+        work: _Work,
+        status: Status,
+        progress: EnrollProgress | None,
+        *,
+        promised: bool = False,
+        **details: Any,
     ) -> None:
-        """Record the record's outcome (``None``: it is done), then hand it out."""
+        """Record the record's outcome (``None``: it is done), then hand it out (in room kept
+        for it if ``promised``)."""
         outcome = self._outcome(work, status, **details)
         if self._checkpoint is not None:
             if progress is None:
-                progress = EnrollProgress(key=work.record.key, step="done")
+                progress = EnrollProgress(key=work.record.key, step="done", pass_id=outcome.pass_id)
             await self._checkpoint.record(outcome, progress)
-        await self.outcomes.put(outcome)
+        await self.outcomes.put(outcome, promised=promised)
 
     def _to_send(self, work: _Work, idempotency_key: str) -> EnrollProgress:
         return EnrollProgress(
@@ -389,8 +428,9 @@ class _Pipeline:
         await self._room.acquire()
         self._ready.put_nowait(work)
 
-    async def _fail(self, work: _Work, error: LoyaltyLayerError) -> None:
-        await self._finish(work, "failed", self._after_failure(work, error), error=error)
+    async def _fail(self, work: _Work, error: LoyaltyLayerError, *, promised: bool = False) -> None:
+        progress = self._after_failure(work, error)
+        await self._finish(work, "failed", progress, promised=promised, error=error)
 
     async def _batcher(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
@@ -400,6 +440,7 @@ class _Pipeline:
         while True:
             drained = self._nothing_more_coming() and self._ready.empty()
             if batch and (len(batch) == MAX_BATCH or drained or loop.time() >= flush_at):
+                await self.outcomes.promise(len(batch))
                 await senders.acquire()
                 self._sending += 1
                 group.create_task(self._send(batch, senders, group))
@@ -437,7 +478,7 @@ class _Pipeline:
                 try:
                     requests.append(self._request_for(work))
                 except ValidationError as error:  # e.g. metadata of a record made in code
-                    await self._fail(work, error)
+                    await self._fail(work, error, promised=True)
                 else:
                     sendable.append(work)
             if not requests:
@@ -447,21 +488,28 @@ class _Pipeline:
                 work.attempts += 1
                 if item.pass_ is not None:
                     await self._finish(
-                        work, "created", None, pass_=item.pass_, replayed=item.replayed
+                        work,
+                        "created",
+                        None,
+                        promised=True,
+                        pass_=item.pass_,
+                        pass_id=item.pass_.pass_id,
+                        replayed=item.replayed,
                     )
                 elif isinstance(item.error, IdempotencyKeyReusedError):
                     # The key is this job's and this record's, and the server holds a create
                     # under it with another token: an earlier run made the pass.
-                    await self._finish(work, "created_earlier", None)
+                    await self._finish(work, "created_earlier", None, promised=True)
                 elif _token_was_refused(item.error) and not work.retokenized:
                     work.retokenized = True
                     work.idempotency_key = next_enrollment_key(work.idempotency_key)
                     work.enrol_token = work.token_expires_at = None
                     self._upstream += 1
+                    await self.outcomes.unpromise()
                     group.create_task(self._to_tokenize_again(work))
                 else:
                     assert item.error is not None
-                    await self._fail(work, item.error)
+                    await self._fail(work, item.error, promised=True)
         finally:
             self._sending -= 1
             senders.release()
