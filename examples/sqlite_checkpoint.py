@@ -41,7 +41,12 @@ class SqliteCheckpoint(ll.EnrollCheckpoint):
     """
 
     def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)  # autocommit: each write lasts
+        # check_same_thread=False: the methods run on the event loop's thread, which is not the
+        # thread that made the connection under the sync client (its loop has a thread of its
+        # own). The job calls them one at a time, so the connection is never used at once by
+        # two threads; do not use it elsewhere while a job runs.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # isolation_level=None: autocommit, so each write lasts once it returns.
         # Write-ahead log: each write survives a crash of this process without a disk sync.
         # (A power cut may lose the last few; then the rerun's creates find the server's
         # passes under the same keys, and those records end "created_earlier", not twice.)
@@ -78,6 +83,16 @@ async def enroll_file(
     ):
         counts[outcome.status] += 1
     return counts
+
+
+def enroll_file_sync(
+    client: ll.LoyaltyLayer, checkpoint: ll.EnrollCheckpoint, job_id: str
+) -> dict[str, str | None]:
+    """The same job with the synchronous client; each record's pass id, by key."""
+    with CARDHOLDERS.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    outcomes = client.enroll(rows, plan_id="pp-gold", job_id=job_id, checkpoint=checkpoint)
+    return {outcome.key: outcome.pass_id for outcome in outcomes}
 
 
 def report(label: str, counts: Counter[str]) -> None:

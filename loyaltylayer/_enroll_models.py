@@ -280,8 +280,8 @@ class EnrollCheckpoint(abc.ABC):
 
     The engine makes every decision (see :class:`EnrollProgress`); a checkpoint only stores
     the last progress recorded per key and hands it back. Its methods are coroutines, also for
-    the synchronous client (they run on the SDK's event loop), so a database client that
-    awaits fits. An exception from either stops the job with an
+    the synchronous client (they run on the SDK's event loop, whose thread is not the caller's),
+    so a database client that awaits fits. An exception from either stops the job with an
     :class:`~loyaltylayer.EnrollmentError`.
     """
 

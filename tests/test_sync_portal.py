@@ -288,6 +288,85 @@ def test_a_timeout_spanning_yields_fires_in_the_one_driver_task() -> None:
     assert 1 <= len(seen) < 1000
 
 
+def _cardholders(count: int) -> list[dict[str, str]]:
+    return [
+        {
+            "card_number": "4111111111111111",
+            "card_expiry": "12/39",
+            "name_on_card": "ADA LOVELACE",
+            "cvv": "123",
+            "first_name": "Ada",
+            "last_name": f"Lovelace{n}",
+            "email": f"ada{n}@example.com",
+            "reference": f"sync-{n}-{time.monotonic_ns()}",
+        }
+        for n in range(count)
+    ]
+
+
+def test_a_records_source_that_blocks_holds_up_no_other_threads_call(
+    client: ll.LoyaltyLayer,
+) -> None:
+    waiting, release = threading.Event(), threading.Event()
+
+    def slow_source() -> Iterator[dict[str, str]]:  # a paged API, a cursor, a queue
+        yield from _cardholders(2)
+        waiting.set()
+        release.wait(10)
+        yield from _cardholders(1)
+
+    statuses: list[str] = []
+    job = threading.Thread(
+        target=lambda: statuses.extend(
+            o.status for o in client.enroll(slow_source(), plan_id="pp-gold")
+        )
+    )
+    job.start()
+    assert waiting.wait(10)
+    answered: list[int] = []
+    other = threading.Thread(
+        target=lambda: answered.append(len(client.cards.encryption_keys().keys))
+    )
+    other.start()
+    other.join(5)
+    blocked = other.is_alive()
+    release.set()
+    job.join(10)
+    other.join(10)
+
+    assert not blocked  # answered while the source was still blocked
+    assert answered
+    assert answered[0] >= 1
+    assert statuses == ["created"] * 3
+
+
+def test_the_sync_client_reads_records_and_runs_the_checkpoint_on_its_own_threads(
+    client: ll.LoyaltyLayer,
+) -> None:
+    read_on: set[str] = set()
+    checkpoint_on: set[str] = set()
+
+    def source() -> Iterator[dict[str, str]]:
+        for row in _cardholders(3):
+            read_on.add(threading.current_thread().name)
+            yield row
+
+    class Where(ll.MemoryCheckpoint):
+        async def recall(self, key: str) -> ll.EnrollProgress | None:
+            checkpoint_on.add(threading.current_thread().name)
+            return await super().recall(key)
+
+        async def record(self, outcome: ll.EnrollOutcome, progress: ll.EnrollProgress) -> None:
+            checkpoint_on.add(threading.current_thread().name)
+            await super().record(outcome, progress)
+
+    outcomes = list(client.enroll(source(), plan_id="pp-gold", checkpoint=Where()))
+
+    assert [o.status for o in outcomes] == ["created"] * 3
+    assert read_on == {"loyaltylayer-records"}
+    assert checkpoint_on == {_portal.THREAD_NAME}
+
+
 def _interrupted(run: Callable[[], object]) -> threading.Event:
     """SIGINT to this (the main) thread while ``run()`` waits; the event is set when the
     coroutine it ran was cancelled."""

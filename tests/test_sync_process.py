@@ -137,6 +137,26 @@ def test_exit_after_a_client_was_dropped_while_the_portal_was_stopped(
     assert out == "dropped\n"
 
 
+def test_exit_while_a_records_source_never_returns(sandbox: SandboxProcess) -> None:
+    out = _run(
+        sandbox,
+        """
+        import queue
+        feed = queue.Queue()  # a producer that went away: the source never yields again
+        client = new_client()
+        job = threading.Thread(
+            target=lambda: list(client.enroll(iter(feed.get, None), plan_id="pp-gold")),
+            daemon=True,
+        )
+        job.start()
+        time.sleep(0.3)
+        print(client.passes.status(PASS_ID).pass_id == PASS_ID)
+        """,
+        *CLEAN,
+    )
+    assert out == "True\n"
+
+
 def test_exit_with_a_call_still_running_on_another_thread(
     sandbox: SandboxProcess, slow_status: None
 ) -> None:

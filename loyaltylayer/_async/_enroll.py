@@ -52,6 +52,7 @@ from .._models import PassRequest
 from .._ratelimit import RateLimit
 from .._rules import MAX_BATCH
 from .._seen import SeenKeys
+from ._records import each_record
 from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["run_enrollment"]
@@ -261,12 +262,8 @@ class _Pipeline:
 
     async def _read(self, records: RecordSource) -> None:
         index = 0
-        if isinstance(records, AsyncIterable):
-            async for record in records:
-                await self._admit(index, record)
-                index += 1
-        else:
-            for record in records:
+        async with contextlib.aclosing(each_record(records)) as each:
+            async for record in each:
                 await self._admit(index, record)
                 index += 1
         self._reader_done = True

@@ -136,6 +136,10 @@ class LoyaltyLayer:
         made that the loop has not taken yet (each is in ``checkpoint``, with its pass id, for
         a rerun to report as ``skipped`` if the loop stops early).
 
+        A plain iterable of records is read one record at a time, when the job needs the next,
+        on a thread of the job's own (one per job); an async iterable, and the checkpoint's
+        methods, run on the event loop (the client's own loop thread, for the sync client).
+
         A job that needs more than one window of the rate limit spreads its first window's
         requests evenly across the window; later windows repeat that shape, so the server sees
         a steady stream instead of a burst per window, and a pause delays one request rather
