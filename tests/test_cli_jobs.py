@@ -207,6 +207,26 @@ def test_sigint_drains_in_flight_then_resumes(fresh: SandboxProcess, tmp_path: P
     assert_one_pass_each(fresh, 300)
 
 
+def test_the_first_sigint_stops_the_job_within_the_records_in_flight(
+    fresh: SandboxProcess, tmp_path: Path
+) -> None:
+    # 400 records do not fit in a window of 100: the job is spread, a tokenize every 0.1 s.
+    args = enroll_args(write_input(tmp_path / "in.csv", 400), "--rate", "100", "--per", "10")
+    results = tmp_path / "results.jsonl"
+    process = start(args, tmp_path, fresh.url)
+    wait_for(lambda: results.exists() and statuses(results)["pending"] >= 3)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 130, out
+    table = summary(out)
+    created = int(table["Created"])
+    # What was in flight: about --concurrency (8) records, and those tokenized before.
+    assert 3 <= created <= 3 + 8 + 2 + 10
+    assert int(table["Not started"]) == 400 - created
+    assert len(fresh.passes()) == created
+
+
 def test_sigint_before_the_job_starts_exits_130_with_one_line(
     fresh: SandboxProcess, tmp_path: Path
 ) -> None:

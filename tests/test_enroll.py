@@ -459,6 +459,49 @@ async def test_a_huge_budget_does_not_read_the_whole_input_ahead() -> None:
     assert ahead <= 1_000 + 8 + 3 * 100 + 8 + 100
 
 
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_told_the_total_a_job_stops_within_the_records_in_flight(concurrency: int) -> None:
+    # A caller that stops feeding records (the CLI on Ctrl-C) ends the job once what is in
+    # flight is done: records read ahead would all be tokenized and created first.
+    stopped = False
+    pulled = 0
+
+    async def source() -> AsyncIterator[dict[str, str]]:
+        nonlocal pulled
+        for row in rows(400):
+            if stopped:
+                return
+            pulled += 1
+            yield row
+
+    rate = ll.RateLimit(requests=100, per=60.0)  # 400 records do not fit: spread, 0.6 s apart
+    async with running(SandboxConfig(seed=1, rate_key="off"), rate_limit=rate) as (sandbox, client):
+        job = asyncio.create_task(
+            collect(client, source(), total=400, concurrency=concurrency, job_id="j")
+        )
+        await asyncio.sleep(6.0)
+        stopped = True
+        tokenizing = len(paths(sandbox.journal(), "/v1/card/tokenize"))
+        outcomes = await job
+        journal = sandbox.journal()
+
+    assert 5 <= tokenizing <= 11
+    # In flight: a record in each tokenizer, one queued for them, one the reader holds.
+    assert pulled <= tokenizing + concurrency + 2
+    assert len(outcomes) == pulled
+    assert Counter(o.status for o in outcomes) == {"created": pulled}
+    assert len(paths(journal, "/v1/card/tokenize")) == pulled
+
+
+async def test_a_total_that_is_not_a_count_is_refused() -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        for total in (-1, 2.5, True, "3"):
+            with pytest.raises(ll.ValidationError) as caught:
+                await collect(client, rows(1), total=total)
+            assert caught.value.errors == {"total": "must be a whole number, 0 or more"}
+        assert sandbox.journal() == []
+
+
 async def aenumerate(items: AsyncIterator[ll.EnrollOutcome]) -> AsyncIterator[tuple[int, Any]]:
     count = 0
     async for item in items:

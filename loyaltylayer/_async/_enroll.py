@@ -77,23 +77,25 @@ class _Ramp:
     it finishes sooner as a burst, and there is no later window to repeat its shape.
     """
 
-    def __init__(self, rate: RateLimit | None) -> None:
+    def __init__(self, rate: RateLimit | None, total: int | None) -> None:
         self._budget = 0 if rate is None else rate.requests
         self._interval = 0.0 if rate is None else rate.per / rate.requests
         self._turns = 0
         self._start = 0.0
         self._lifted = asyncio.Event()
+        if total is not None:  # its tokenizes and batch-creates
+            self.input_ended(total + math.ceil(total / MAX_BATCH))
 
-    @property
-    def look_ahead(self) -> int:
-        """Records to read ahead, so a job that fits in one window is known before it is spread.
+    def look_ahead(self, total: int | None) -> int:
+        """Records to read ahead, so a job that fits in one window is known before it is spread:
+        none when the caller said how many there are.
 
         Capped, so memory stays flat under a huge budget, whose pace is too quick to matter.
         """
-        return min(self._budget, _MAX_LOOK_AHEAD)
+        return 0 if total is not None else min(self._budget, _MAX_LOOK_AHEAD)
 
     def input_ended(self, requests: int) -> None:
-        """The whole input is read and needs ``requests`` requests: lift the ramp if they fit."""
+        """The whole input needs ``requests`` requests: lift the ramp if they fit."""
         if requests <= self._budget:
             self._lifted.set()
 
@@ -216,6 +218,7 @@ class _Pipeline:
         concurrency: int,
         max_wait: float,
         rate: RateLimit | None,
+        total: int | None,
     ) -> None:
         self._cards = cards
         self._passes = passes
@@ -224,11 +227,13 @@ class _Pipeline:
         self._checkpoint = checkpoint
         self._concurrency = concurrency
         self._max_wait = max_wait
-        self._ramp = _Ramp(rate)
+        self._ramp = _Ramp(rate, total)
         self._seen = SeenKeys()
         self.outcomes = _Outcomes(concurrency + MAX_BATCH)
+        # A record is read when a tokenizer is about to take it, or further ahead when the ramp
+        # must know the job's size: a caller that stops feeding records stops the job sooner.
         self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(
-            max(concurrency, self._ramp.look_ahead)
+            max(1, self._ramp.look_ahead(total))
         )
         self._ready: asyncio.Queue[_Work | object] = asyncio.Queue()
         self._room = asyncio.Semaphore(2 * MAX_BATCH + concurrency)
@@ -541,6 +546,7 @@ async def run_enrollment(
     concurrency: int,
     max_wait: float,
     rate: RateLimit | None,
+    total: int | None,
 ) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
     pipeline = _Pipeline(
@@ -552,6 +558,7 @@ async def run_enrollment(
         concurrency=concurrency,
         max_wait=max_wait,
         rate=rate,
+        total=total,
     )
     runner = asyncio.create_task(pipeline.run(records))
     runner.add_done_callback(lambda _: pipeline.outcomes.end())

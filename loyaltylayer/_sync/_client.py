@@ -114,6 +114,7 @@ class LoyaltyLayer:
         checkpoint: EnrollCheckpoint | None = None,
         concurrency: int = 8,
         max_wait: float = 120.0,
+        total: int | None = None,
     ) -> Iterator[EnrollOutcome]:
         """Enroll many cardholders: tokenize each card, create their passes in full batches.
 
@@ -143,7 +144,11 @@ class LoyaltyLayer:
         A job that needs more than one window of the rate limit spreads its first window's
         requests evenly across the window; later windows repeat that shape, so the server sees
         a steady stream instead of a burst per window, and a pause delays one request rather
-        than every request queued behind it. A job that fits in one window goes at once.
+        than every request queued behind it. A job that fits in one window goes at once. To
+        know which it is, the job reads up to a window of records ahead, unless ``total`` says
+        how many records there are: then it reads a record only when a card is about to be
+        tokenized, so a ``records`` that stops yielding stops the job within the records in
+        flight (about ``concurrency``).
         """
         return _portal.iterate(
             self,
@@ -154,6 +159,7 @@ class LoyaltyLayer:
             checkpoint=checkpoint,
             concurrency=concurrency,
             max_wait=max_wait,
+            total=total,
         )
 
     def close(self) -> None:

@@ -4,10 +4,11 @@ The records stream from the file into ``client.enroll()`` with the results file 
 checkpoint: the engine records each step there before it goes on, and the command writes the
 failures to ``errors.csv`` as they come. Stopping is done by no longer feeding records: the
 engine then finishes what it has in flight, so a first Ctrl-C (or ``--max-errors``) loses
-nothing and leaves nothing half-sent. An error that is no record's (a file that cannot be
-written) stops the job at once, with exit code 4: what was recorded makes the rerun safe. So
-does a rate limiter that fails (the Redis of ``--redis-url`` gone), once what is in flight has
-failed with it.
+nothing and leaves nothing half-sent. The engine is told how many records the file holds, so it
+reads none ahead: what it has in flight is about ``--concurrency`` records. An error that is
+no record's (a file that cannot be written) stops the job at once, with exit code 4: what was
+recorded makes the rerun safe. So does a rate limiter that fails (the Redis of ``--redis-url``
+gone), once what is in flight has failed with it.
 
 A job is known by its id, kept in the results file: a rerun resumes it wherever the input has
 moved. Starting over (``--restart``) keeps the old results file under another name and asks
@@ -140,6 +141,7 @@ class _FileJob:
                                 job_id=self._results.job.job_id,
                                 checkpoint=self._results,
                                 concurrency=self._options.concurrency,
+                                total=self._tally.total,
                             )
                         )
                     )
