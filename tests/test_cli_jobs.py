@@ -8,7 +8,6 @@ holds, not what the CLI believes.
 from __future__ import annotations
 
 import collections
-import csv
 import os
 import random
 import resource
@@ -22,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_env import last_rows, results_rows, summary
+from cli_env import last_rows, results_rows, summary, write_input
 from sandbox_process import SandboxProcess
 
 CLIENT = {
     "LOYALTYLAYER_CLIENT_ID": "sandbox-client",
     "LOYALTYLAYER_CLIENT_SECRET": "sandbox-secret",
 }
-FIELDS = ("card_number", "card_expiry", "name_on_card", "cvv", "first_name", "last_name", "email")
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +41,6 @@ def sandbox() -> Iterator[SandboxProcess]:
 def fresh(sandbox: SandboxProcess) -> SandboxProcess:
     sandbox.call("POST", "reset")
     return sandbox
-
-
-def write_input(path: Path, count: int, *, invalid_every: int = 0) -> Path:
-    """``count`` cardholders ``R00000``...; with ``invalid_every``, every n-th fails Luhn."""
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow((*FIELDS, "reference"))
-        for n in range(count):
-            invalid = invalid_every and n % invalid_every == invalid_every - 1
-            writer.writerow(
-                (
-                    "4111111111111112" if invalid else "4111111111111111",
-                    "12/29",
-                    "ADA LOVELACE",
-                    "123",
-                    "Ada",
-                    f"Lovelace{n}",
-                    f"ada{n}@example.com",
-                    f"R{n:05d}",
-                )
-            )
-    return path
 
 
 def enroll_args(csv_path: Path, *extra: str) -> list[str]:

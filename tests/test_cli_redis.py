@@ -4,7 +4,6 @@ given a bad URL or goes away in the middle of a job."""
 from __future__ import annotations
 
 import collections
-import csv
 import os
 import shutil
 import subprocess
@@ -14,21 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_env import results_rows, run_cli, summary
+from cli_env import results_rows, run_cli, summary, write_input
 from redis_server import redis_server
 from sandbox_process import SandboxProcess
 
-FIELDS = (
-    "card_number",
-    "card_expiry",
-    "name_on_card",
-    "cvv",
-    "first_name",
-    "last_name",
-    "email",
-    "reference",
-)
-PAN = "4111111111111111"
 CLIENT = {
     "LOYALTYLAYER_CLIENT_ID": "sandbox-client",
     "LOYALTYLAYER_CLIENT_SECRET": "sandbox-secret",
@@ -49,17 +37,6 @@ def redis_binary() -> str:
     return binary
 
 
-def write_input(path: Path, count: int) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(FIELDS)
-        for n in range(count):
-            writer.writerow(
-                (PAN, "12/29", "ADA LOVELACE", "123", "Ada", f"Lovelace{n}", f"a{n}@x.com", f"R{n}")
-            )
-    return path
-
-
 def start(sandbox: SandboxProcess, cwd: Path, *args: str) -> subprocess.Popen[str]:
     """``loyaltylayer enroll ARGS --plan-id pp-gold`` against ``sandbox``, as a process."""
     return subprocess.Popen(
@@ -72,13 +49,30 @@ def start(sandbox: SandboxProcess, cwd: Path, *args: str) -> subprocess.Popen[st
     )
 
 
-def wait_for_pending(results: Path, count: int, process: subprocess.Popen[str]) -> None:
-    """Until the results file holds ``count`` pending rows (creates sent), while it runs."""
+def run_until_redis_goes(
+    sandbox: SandboxProcess, cwd: Path, *args: str, pending: int, latency: float
+) -> str:
+    """Enroll ARGS with creates slowed by ``latency`` s, and stop Redis once ``pending`` creates
+    were sent: the job must stop with exit 4 and say why. What it printed."""
+    fault = {"route": "/v1/pass/batch-create", "kind": "latency", "latency": latency}
+    sandbox.call("POST", "faults", fault)
+    results = cwd / "results.jsonl"
     deadline = time.monotonic() + 30
-    while not (results.exists() and results.read_text(encoding="utf-8").count("pending") >= count):
-        assert process.poll() is None
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    with redis_server(redis_binary()) as url:
+        process = start(sandbox, cwd, *args, "--redis-url", url)
+        while not (results.exists() and results.read_text().count('"pending"') >= pending):
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    out, err = process.communicate(timeout=60)
+    sandbox.call("DELETE", "faults")
+
+    assert process.returncode == 4, out + err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"Error: Redis at {url} is unavailable: "), err
+    assert "Stopped: the rate limiter failed." in out
+    assert "Resume with:" in out
+    return out
 
 
 def test_a_redis_url_that_cannot_be_read_is_a_configuration_error(tmp_path: Path) -> None:
@@ -107,32 +101,15 @@ def test_a_redis_url_that_cannot_be_read_is_a_configuration_error(tmp_path: Path
 def test_redis_going_away_mid_job_stops_it_with_exit_4_and_a_rerun_finishes(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    source = write_input(tmp_path / "in.csv", 300)
-    # Slow creates keep the job in flight when Redis goes.
-    sandbox.call(
-        "POST", "faults", {"route": "/v1/pass/batch-create", "kind": "latency", "latency": 1.0}
-    )
-    args = [str(source), "--rate", "100000", "--per", "1"]
-    results = tmp_path / "results.jsonl"
-    binary = redis_binary()
-    with redis_server(binary) as url:
-        process = start(sandbox, tmp_path, *args, "--redis-url", url)
-        wait_for_pending(results, 1, process)
-    out, err = process.communicate(timeout=60)
+    args = (str(write_input(tmp_path / "in.csv", 300)), "--rate", "100000", "--per", "1")
 
-    assert process.returncode == 4, out + err
-    assert "Traceback" not in err
-    last = err.splitlines()[-1]
-    assert last.startswith(f"Error: Redis at {url} is unavailable: "), err
-    assert "Enrollment summary" in out
-    assert "Stopped: the rate limiter failed." in out
-    assert "Resume with:" in out
-    failures = [row["error"] for row in results_rows(results)[1:] if row.get("status") == "failed"]
+    run_until_redis_goes(sandbox, tmp_path, *args, pending=1, latency=1.0)
+
+    results = results_rows(tmp_path / "results.jsonl")
+    failures = [row["error"] for row in results[1:] if row.get("status") == "failed"]
     assert failures
     assert all(e["code"] == "RedisUnavailableError" and e["retryable"] for e in failures)
-
-    sandbox.call("DELETE", "faults")
-    with redis_server(binary) as url:
+    with redis_server(redis_binary()) as url:
         again = start(sandbox, tmp_path, *args, "--redis-url", url)
         out, err = again.communicate(timeout=60)
     assert again.returncode == 0, out + err
@@ -148,18 +125,8 @@ def test_redis_going_away_while_creates_are_in_flight_stops_the_job_after_them(
     # Every record is tokenized and in its create when Redis goes: no record fails with it, and
     # it is the progress display, asking how long the limiter is blocked, that finds out.
     source = write_input(tmp_path / "in.csv", 5)
-    sandbox.call(
-        "POST", "faults", {"route": "/v1/pass/batch-create", "kind": "latency", "latency": 2.0}
-    )
-    results = tmp_path / "results.jsonl"
-    with redis_server(redis_binary()) as url:
-        process = start(sandbox, tmp_path, str(source), "--redis-url", url)
-        wait_for_pending(results, 5, process)
-    out, err = process.communicate(timeout=60)
 
-    assert process.returncode == 4, out + err
-    assert "Traceback" not in err
-    assert err.splitlines()[-1].startswith(f"Error: Redis at {url} is unavailable: "), err
-    assert "Stopped: the rate limiter failed." in out
+    out = run_until_redis_goes(sandbox, tmp_path, str(source), pending=5, latency=2.0)
+
     assert summary(out)["Created"] == "5"
     assert len(sandbox.passes()) == 5

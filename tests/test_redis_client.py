@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import redis.asyncio as aioredis
 from redis_server import free_port
-from sdk_env import CLIENT_ID, CLIENT_SECRET, holder, paths
+from sdk_env import CLIENT_ID, CLIENT_SECRET, cardholder_rows, holder, paths
 
 import loyaltylayer as ll
 from loyaltylayer.contrib.redis import RedisUnavailableError
@@ -84,19 +84,7 @@ async def test_workers_share_one_token_through_redis(redis_url: str) -> None:
 async def test_records_failed_by_a_redis_outage_are_retryable_and_a_rerun_creates_them(
     redis_url: str,
 ) -> None:
-    rows = [
-        {
-            "card_number": "4111111111111111",
-            "card_expiry": "12/39",
-            "name_on_card": "ADA LOVELACE",
-            "cvv": "123",
-            "first_name": "Ada",
-            "last_name": f"Lovelace{n}",
-            "email": f"ada{n}@example.com",
-            "reference": f"R{n}",
-        }
-        for n in range(3)
-    ]
+    rows = cardholder_rows(3)
     checkpoint = ll.MemoryCheckpoint()
     async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
         nobody = ll.RedisRateLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from sandbox_process import SandboxProcess
+from sdk_env import cardholder_rows
 
 import loyaltylayer as ll
 from loyaltylayer import _portal
@@ -147,23 +148,29 @@ def test_system_exit_on_the_loop_reaches_its_caller_and_the_loop_runs_on(
     assert client.cards.encryption_keys().keys
 
 
+def _waiting_caller() -> tuple[threading.Thread, list[str]]:
+    """A thread in a long call (after a moment to start it); the RuntimeError that ends it."""
+    ended: list[str] = []
+
+    def call() -> None:
+        try:
+            _portal.call(asyncio.sleep, 30)
+        except RuntimeError as error:
+            ended.append(str(error))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.2)
+    return caller, ended
+
+
 def test_a_loop_thread_that_ended_is_noticed_by_its_waiters_and_replaced() -> None:
     _portal.call(asyncio.sleep, 0)
     portal = _portal._portal
     assert portal is not None
     first = portal.thread
     assert first is not None
-    outcome: list[str] = []
-
-    def wait_long() -> None:
-        try:
-            _portal.call(asyncio.sleep, 30)
-        except RuntimeError as error:
-            outcome.append(str(error))
-
-    caller = threading.Thread(target=wait_long)
-    caller.start()
-    time.sleep(0.2)
+    caller, outcome = _waiting_caller()
     portal.loop.call_soon_threadsafe(portal.loop.stop)  # the thread ends, no shutdown said so
     first.join(10)
     caller.join(10)
@@ -289,19 +296,8 @@ def test_a_timeout_spanning_yields_fires_in_the_one_driver_task() -> None:
 
 
 def _cardholders(count: int) -> list[dict[str, str]]:
-    return [
-        {
-            "card_number": "4111111111111111",
-            "card_expiry": "12/39",
-            "name_on_card": "ADA LOVELACE",
-            "cvv": "123",
-            "first_name": "Ada",
-            "last_name": f"Lovelace{n}",
-            "email": f"ada{n}@example.com",
-            "reference": f"sync-{n}-{time.monotonic_ns()}",
-        }
-        for n in range(count)
-    ]
+    """Rows no earlier test enrolled (the sandbox lives for the module)."""
+    return cardholder_rows(count, prefix=f"sync-{time.monotonic_ns()}-")
 
 
 def test_a_records_source_that_blocks_holds_up_no_other_threads_call(
@@ -476,17 +472,7 @@ def test_a_client_dropped_while_the_portal_is_stopped_is_closed_when_it_starts(
 
 
 def test_shutdown_ends_a_call_in_flight_with_a_clear_error() -> None:
-    outcome: list[str] = []
-
-    def call() -> None:
-        try:
-            _portal.call(asyncio.sleep, 30)
-        except RuntimeError as error:
-            outcome.append(str(error))
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    time.sleep(0.2)
+    caller, outcome = _waiting_caller()
     ll.shutdown_portal()
     caller.join(10)
     assert outcome == ["the loyaltylayer portal was shut down during this call"]
