@@ -32,12 +32,21 @@ CARDHOLDERS = importlib.resources.files("loyaltylayer.sandbox") / "demo_cardhold
 class SqliteCheckpoint(ll.EnrollCheckpoint):
     """Each record's progress, one row per key, committed before the engine goes on.
 
+    The progress of a record that is done names its pass (``progress.pass_id``), so a rerun
+    reports the pass of every record an earlier run created, even one whose outcome that run
+    never handed out (its loop stopped early).
+
     ``sqlite3`` blocks the event loop for the moment a local write takes; a database across a
     network would use its asyncio driver in the same two methods.
     """
 
     def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)  # autocommit: each write lasts
+        # check_same_thread=False: the methods run on the event loop's thread, which is not the
+        # thread that made the connection under the sync client (its loop has a thread of its
+        # own). The job calls them one at a time, so the connection is never used at once by
+        # two threads; do not use it elsewhere while a job runs.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # isolation_level=None: autocommit, so each write lasts once it returns.
         # Write-ahead log: each write survives a crash of this process without a disk sync.
         # (A power cut may lose the last few; then the rerun's creates find the server's
         # passes under the same keys, and those records end "created_earlier", not twice.)
@@ -74,6 +83,16 @@ async def enroll_file(
     ):
         counts[outcome.status] += 1
     return counts
+
+
+def enroll_file_sync(
+    client: ll.LoyaltyLayer, checkpoint: ll.EnrollCheckpoint, job_id: str
+) -> dict[str, str | None]:
+    """The same job with the synchronous client; each record's pass id, by key."""
+    with CARDHOLDERS.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    outcomes = client.enroll(rows, plan_id="pp-gold", job_id=job_id, checkpoint=checkpoint)
+    return {outcome.key: outcome.pass_id for outcome in outcomes}
 
 
 def report(label: str, counts: Counter[str]) -> None:

@@ -159,6 +159,9 @@ class EnrollOutcome:
     key: str
     status: Status
     pass_: Pass | None = None
+    pass_id: str | None = None
+    """The record's pass: the one ``created``, or for ``skipped`` the one the checkpoint kept
+    (``None`` when it kept none: the pass was ``created_earlier``, or recorded without it)."""
     error: LoyaltyLayerError | None = attrs.field(default=None, eq=False)
     idempotency_key: str | None = None
     card: str | None = None
@@ -182,6 +185,11 @@ def _check_progress(progress: EnrollProgress) -> dict[str, str]:
     if progress.step not in _STEPS:
         errors["step"] = "must be done, send or tokenize"
         return errors
+    if progress.pass_id is not None:
+        if progress.step != "done":
+            errors["pass_id"] = "only a record that is done has a pass"
+        else:
+            check_id(errors, "pass_id", progress.pass_id)
     if progress.step == "done":
         return errors
     key = progress.idempotency_key
@@ -208,7 +216,8 @@ class EnrollProgress:
     The engine decides it from what happened; a checkpoint stores the last one recorded per
     key and hands it back. ``step`` is what a rerun does with the record:
 
-    * ``done``: nothing; its pass exists.
+    * ``done``: nothing; its pass exists. ``pass_id`` names it, when known: a consumer that
+      stopped before it was handed the outcome learns it from a rerun (``skipped``).
     * ``send``: send its create under ``idempotency_key`` with ``enrol_token``. If the create
       was sent before and reached the server, the server replays the pass it made then.
     * ``tokenize``: tokenize the card afresh, then create under ``idempotency_key``, a key the
@@ -223,6 +232,7 @@ class EnrollProgress:
     idempotency_key: str | None = None
     enrol_token: str | None = attrs.field(default=None, repr=False, converter=as_secret)
     token_expires_at: dt.datetime | None = None
+    pass_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
         errors = _check_progress(self)
@@ -238,6 +248,8 @@ class EnrollProgress:
             data["enrol_token"] = self.enrol_token
         if self.token_expires_at is not None:
             data["token_expires_at"] = self.token_expires_at.isoformat()
+        if self.pass_id is not None:
+            data["pass_id"] = self.pass_id
         return data
 
     @classmethod
@@ -247,7 +259,7 @@ class EnrollProgress:
             raise ValidationError({"progress": "must be a JSON object"})
         errors: dict[str, str] = {}
         fields: dict[str, Any] = {}
-        for name in ("step", "idempotency_key", "enrol_token", "token_expires_at"):
+        for name in ("step", "idempotency_key", "enrol_token", "token_expires_at", "pass_id"):
             value = data.get(name)
             if value is not None and not isinstance(value, str):
                 errors[name] = "must be a string"
@@ -269,8 +281,8 @@ class EnrollCheckpoint(abc.ABC):
 
     The engine makes every decision (see :class:`EnrollProgress`); a checkpoint only stores
     the last progress recorded per key and hands it back. Its methods are coroutines, also for
-    the synchronous client (they run on the SDK's event loop), so a database client that
-    awaits fits. An exception from either stops the job with an
+    the synchronous client (they run on the SDK's event loop, whose thread is not the caller's),
+    so a database client that awaits fits. An exception from either stops the job with an
     :class:`~loyaltylayer.EnrollmentError`.
     """
 
@@ -286,8 +298,8 @@ class EnrollCheckpoint(abc.ABC):
         """Keep ``progress`` as where ``outcome.key`` stands; it must last once this returns.
 
         Called for each step of a record: ``pending`` before its create is sent, then its
-        outcome before it is handed out. Never for ``skipped`` records or records refused
-        before any request (nothing about them changed).
+        outcome before it is handed out (a ``done`` progress names the pass it made). Never for
+        ``skipped`` records or records refused before any request (nothing about them changed).
         """
 
 
@@ -295,17 +307,18 @@ class MemoryCheckpoint(EnrollCheckpoint):
     """Progress kept in memory for as long as this object lives.
 
     Reruns in the same process resume from it; nothing survives the process. Memory grows with
-    the job: a set entry per finished record, a small object per unfinished one.
+    the job: a pass id per finished record, a small object per unfinished one.
     """
 
     def __init__(self) -> None:
-        self._done: set[str] = set()
+        self._done: dict[str, str | None] = {}
+        """Finished keys, and the id of the pass each made (when known)."""
         self._unfinished: dict[str, EnrollProgress] = {}
 
     def keep(self, progress: EnrollProgress) -> None:
         """Keep ``progress`` as where its record stands (what :meth:`record` does)."""
         if progress.step == "done":
-            self._done.add(progress.key)
+            self._done[progress.key] = progress.pass_id
             self._unfinished.pop(progress.key, None)
         else:
             self._unfinished[progress.key] = progress
@@ -313,7 +326,7 @@ class MemoryCheckpoint(EnrollCheckpoint):
     def progress_of(self, key: str) -> EnrollProgress | None:
         """What :meth:`recall` answers, without awaiting."""
         if key in self._done:
-            return EnrollProgress(key=key, step="done")
+            return EnrollProgress(key=key, step="done", pass_id=self._done[key])
         return self._unfinished.get(key)
 
     @property

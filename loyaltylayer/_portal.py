@@ -12,6 +12,10 @@ thread, runs on this one loop, and nothing else ever runs it.
   through a bounded channel.
 * Nothing is started or registered at import. The first start registers the exit and fork hooks:
   at exit, calls in flight are cancelled, live clients are closed and the loop is closed.
+* User code runs on the loop (a checkpoint, a token cache): a ``SystemExit`` or
+  ``KeyboardInterrupt`` it raises reaches the sync caller waiting for it, as itself, and the loop
+  runs on for every other caller (see ``_Portal._serve``). A thread that ended anyway is noticed:
+  a caller waiting on it gets an error, the next call starts a new one.
 * A forked child (``os.fork``, or a server such as uWSGI that forks without Python's at-fork
   hooks: the pid tells) starts a fresh portal. What it inherited is made harmless to the parent
   and buried (see ``_disown``).
@@ -85,12 +89,31 @@ class _Portal:
         self.selector = selectors.DefaultSelector()
         self.loop = asyncio.SelectorEventLoop(self.selector)
         self.thread: threading.Thread | None = None
-        self.thread_id: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Its thread runs the loop: it was started, and neither stopped nor ended otherwise."""
+        return self.thread is not None and self.thread.is_alive()
 
     def start(self) -> None:
-        thread = threading.Thread(target=self.loop.run_forever, name=THREAD_NAME, daemon=True)
+        thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
         thread.start()
-        self.thread, self.thread_id = thread, thread.ident
+        self.thread = thread
+
+    def _serve(self) -> None:
+        """Run the loop until :meth:`stop` stops it.
+
+        A task whose coroutine raises ``KeyboardInterrupt`` or ``SystemExit`` keeps it, and
+        raises it in whoever awaits the task (so it reaches the sync caller); asyncio also lets
+        it out of ``run_forever``, for a program that owns its loop. This loop is every
+        thread's, so it runs on: callbacks not yet run stay queued, and are run next.
+        """
+        while True:
+            try:
+                self.loop.run_forever()
+            except (KeyboardInterrupt, SystemExit):
+                continue
+            return
 
     def stop(self, clients: list[Closeable]) -> None:
         """Close ``clients``, cancel every task, then stop the loop and its thread (bounded)."""
@@ -101,7 +124,7 @@ class _Portal:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(_CLOSE_TIMEOUT)
         if not self.thread.is_alive():
-            self.thread = self.thread_id = None
+            self.thread = None
 
 
 _lock = threading.Lock()
@@ -111,6 +134,7 @@ _exiting = False
 _warned = False
 _live: weakref.WeakSet[Closeable] = weakref.WeakSet()
 _untracked: weakref.WeakKeyDictionary[object, Closeable] = weakref.WeakKeyDictionary()
+_to_close: set[Closeable] = set()  # dropped while the portal was stopped: closed when it starts
 _closing: set[asyncio.Future[None]] = set()  # the loop keeps only weak references to tasks
 
 
@@ -168,7 +192,7 @@ def _wait(future: concurrent.futures.Future[_T], portal: _Portal) -> _T:
         except TimeoutError:
             if future.done():  # the coroutine's own TimeoutError
                 raise
-            if portal.thread is None:
+            if not portal.alive:
                 raise EventLoopError("the loyaltylayer portal was shut down") from None
         except concurrent.futures.CancelledError:
             _park_if_exiting()
@@ -239,7 +263,7 @@ class _Channel:
                 item, error = self._items.get(timeout=_POLL_INTERVAL)
                 break
             except queue.Empty:
-                if self._portal.thread is None:
+                if not self._portal.alive:
                     raise EventLoopError("the loyaltylayer portal was shut down") from None
         if item is _END:
             self._ended = True
@@ -263,7 +287,7 @@ class _Channel:
         except RuntimeError:  # the loop is closed: shutting down closed the iterator
             return
         portal = self._portal
-        if portal.pid != os.getpid() or threading.get_ident() == portal.thread_id:
+        if portal.pid != os.getpid() or threading.current_thread() is portal.thread:
             return
         waited = 0.0
         while not sys.is_finalizing() and waited < _CLOSE_TIMEOUT:
@@ -292,7 +316,10 @@ def track(facade: object, client: Closeable) -> None:
 
 def _close_soon(client: Closeable) -> None:
     portal = _portal
-    if portal is None or portal.thread is None or portal.pid != os.getpid() or _exiting:
+    if portal is None or portal.pid != os.getpid() or _exiting:
+        return
+    if not portal.alive:  # kept until the portal starts again, or the exit closes the live ones
+        _to_close.add(client)
         return
     with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
         portal.loop.call_soon_threadsafe(_start_closing, client)
@@ -319,16 +346,16 @@ def shutdown_portal() -> None:
     """
     with _lock:
         portal = _portal
-        if portal is not None and portal.pid == os.getpid() and portal.thread is not None:
+        if portal is not None and portal.pid == os.getpid() and portal.alive:
             portal.stop([])
 
 
 def _running(*, stacklevel: int) -> _Portal:
     """This process's portal, its thread started; refuses a call that would deadlock it."""
     portal = _portal
-    if portal is None or portal.thread is None or portal.pid != os.getpid():
+    if portal is None or not portal.alive or portal.pid != os.getpid():
         portal = _start()
-    if threading.get_ident() == portal.thread_id:
+    if threading.current_thread() is portal.thread:
         raise EventLoopError(_SELF_DEADLOCK)
     if not _warned:
         _warn_if_in_a_loop(stacklevel + 1)
@@ -347,8 +374,10 @@ def _start() -> _Portal:
         if _portal is None:
             _register_hooks()
             _portal = _Portal()
-        if _portal.thread is None:
+        if not _portal.alive:
             _portal.start()
+            while _to_close:
+                _portal.loop.call_soon_threadsafe(_start_closing, _to_close.pop())
         return _portal
 
 
@@ -456,7 +485,7 @@ def _at_exit() -> None:
         if portal.pid != os.getpid():
             _disown(portal)  # forked without at-fork hooks, and never called here
             return
-        if portal.thread is None:  # stopped by shutdown_portal(): start it to close the clients
+        if not portal.alive:  # stopped by shutdown_portal(): start it to close the clients
             try:
                 portal.start()
             except RuntimeError:  # Python 3.12.0-3.12.1: the OS closes the connections

@@ -1,7 +1,8 @@
-"""Helpers for the command-line tests: what a run printed and wrote, read back."""
+"""Helpers for the command-line tests: an input file to enroll, and what a run printed and wrote."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -11,6 +12,30 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+FIELDS = ("card_number", "card_expiry", "name_on_card", "cvv", "first_name", "last_name", "email")
+
+
+def write_input(path: Path, count: int, *, invalid_every: int = 0) -> Path:
+    """``count`` cardholders ``R00000``...; with ``invalid_every``, every n-th fails Luhn."""
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow((*FIELDS, "reference"))
+        for n in range(count):
+            invalid = invalid_every and n % invalid_every == invalid_every - 1
+            writer.writerow(
+                (
+                    "4111111111111112" if invalid else "4111111111111111",
+                    "12/29",
+                    "ADA LOVELACE",
+                    "123",
+                    "Ada",
+                    f"Lovelace{n}",
+                    f"ada{n}@example.com",
+                    f"R{n:05d}",
+                )
+            )
+    return path
 
 
 def summary(output: str) -> dict[str, str]:

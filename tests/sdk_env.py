@@ -31,6 +31,23 @@ def holder(**overrides: Any) -> ll.Holder:
     )
 
 
+def cardholder_rows(count: int, prefix: str = "R") -> list[dict[str, str]]:
+    """``count`` valid rows for ``enroll``, referenced ``{prefix}0``, ``{prefix}1``..."""
+    return [
+        {
+            "card_number": VISA,
+            "card_expiry": "12/39",
+            "name_on_card": "ADA LOVELACE",
+            "cvv": "123",
+            "first_name": "Ada",
+            "last_name": f"Lovelace{n}",
+            "email": f"ada{n}@example.com",
+            "reference": f"{prefix}{n}",
+        }
+        for n in range(count)
+    ]
+
+
 def paths(journal: list[JournalEntry], path: str | None = None) -> list[JournalEntry]:
     return [entry for entry in journal if path is None or entry.path == path]
 

@@ -191,6 +191,50 @@ def test_unusable_files_are_usage_errors(tmp_path: Path, content: str, message: 
     assert message in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    "first_line",
+    [
+        # Every cell differs: the required columns are missing.
+        "4000056655665556,12/29,ADA LOVELACE,917,Ada,Lovelace,ada@example.com,+447700900123,GB,C1",
+        # Empty cells repeat: the header repeats a column.
+        "4000056655665556,12/29,ADA LOVELACE,917,Ada,Lovelace,ada@example.com,,,",
+        # The card number twice (a reference pasted from it): repeated, and a card number.
+        "4000056655665556,12/29,ADA LOVELACE,917,Ada,Lovelace,ada@x.com,,GB,4000056655665556",
+    ],
+)
+@pytest.mark.parametrize("mode", ["--dry-run", "--sandbox"])
+def test_a_csv_without_its_header_row_is_refused_without_echoing_the_record(
+    tmp_path: Path, first_line: str, mode: str
+) -> None:
+    path = write(tmp_path, "in.csv", f"{first_line}\n{GOOD}R2\n")
+
+    result = invoke(tmp_path, path, "--plan-id", "pp-gold", mode)
+
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert (
+        f"Error: Invalid value for INPUT: {path}: its first line looks like a record, not a "
+        "header row (it holds a number or an email address; not shown here): start the file "
+        f"with a header row naming the columns ({HEADER})"
+    ) in message
+    for secret in ("4000056655665556", "5556", "917", "ada@", "Lovelace", "+4477"):
+        assert secret not in result.output
+    assert not (tmp_path / "results.jsonl").exists()
+    assert not (tmp_path / "errors.csv").exists()
+
+
+def test_a_header_missing_a_column_names_only_that_column(tmp_path: Path) -> None:
+    header = HEADER.replace("cvv", "CVV2 code")
+    result = dry_run(tmp_path, "in.csv", f"{header}\n{GOOD}R1\n")
+
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).endswith(
+        "has no column 'cvv' in its header row; rename the columns or map them with --map "
+        "COLUMN=FIELD"
+    )
+    assert "first_name" not in result.output
+
+
 def test_map_renames_columns(tmp_path: Path) -> None:
     header = HEADER.replace("card_number", "PAN").replace("email", "Mail")
     content = f"{header}\n{GOOD}R1\n"

@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_env import CliRun, last_rows, run_cli, summary
@@ -129,23 +130,121 @@ def test_a_fixed_errors_file_fed_back_enrolls_the_fixed_rows(
 # --- output files are private and safe to open in a spreadsheet ------------------------------
 
 
-def test_output_files_and_kept_copies_are_private(sandbox: SandboxThread, tmp_path: Path) -> None:
+def test_output_files_are_private_and_an_existing_results_file_is_made_so(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
     write_input(tmp_path / "in.csv", [row(1), row(2, email="x")])
-    for name in ("results.jsonl", "errors.csv"):
-        (tmp_path / name).touch(mode=0o644)
-        (tmp_path / name).chmod(0o644)
-
     first = enroll(sandbox, tmp_path, "in.csv")
     assert first.exit_code == 1
     assert mode(tmp_path / "results.jsonl") == 0o600
     assert mode(tmp_path / "errors.csv") == 0o600
 
+    # A results file left readable (by an older version, by hand) is made private when appended
+    # to; an earlier errors file is kept aside as it is, and a new one is made private.
     (tmp_path / "results.jsonl").chmod(0o644)
+    (tmp_path / "errors.csv").chmod(0o640)
+    resumed = enroll(sandbox, tmp_path, "in.csv")
+    assert resumed.exit_code == 1
+    assert mode(tmp_path / "results.jsonl") == 0o600
+    kept = list(tmp_path.glob("errors.*.csv"))
+    assert [mode(p) for p in kept] == [0o640]
+    assert mode(tmp_path / "errors.csv") == 0o600
+
     job = summary(first.output)["Job"]
     restarted = enroll(sandbox, tmp_path, "in.csv", "--restart", "--yes")
     assert restarted.exit_code == 1
     assert mode(tmp_path / f"results.{job}.jsonl") == 0o600
     assert mode(tmp_path / "results.jsonl") == 0o600
+
+
+def test_an_earlier_errors_file_is_kept_whole_and_an_empty_one_replaced(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv", [row(1), row(2, email="x")])
+    assert enroll(sandbox, tmp_path, "in.csv").exit_code == 1
+    # The operator starts fixing the failed row in place, then reruns the printed command.
+    errors = tmp_path / "errors.csv"
+    edited = errors.read_text(encoding="utf-8").replace(",x,", ",ada2@example.com,")
+    errors.write_text(edited, encoding="utf-8")
+    os.utime(errors, (1_800_000_000, 1_800_000_000))
+
+    rerun = enroll(sandbox, tmp_path, "in.csv")
+
+    kept = tmp_path / "errors.20270115T080000Z.csv"
+    assert rerun.exit_code == 1
+    assert kept.read_text(encoding="utf-8") == edited
+    assert f"The errors file of an earlier run is kept as {kept.name}.\n" in rerun.output
+    assert summary(rerun.output)["Errors"] == "errors.csv (1 rows)"
+    assert errors.read_text(encoding="utf-8").splitlines()[1].startswith("3,email: ")
+
+    # A run with no failure writes an errors file listing no row: nothing to keep next time.
+    write_input(tmp_path / "good.csv", [row(3)])
+    args = ("good.csv", "--out", "good.jsonl", "--errors", "good-errors.csv")
+    assert enroll(sandbox, tmp_path, *args).exit_code == 0
+    assert enroll(sandbox, tmp_path, *args).exit_code == 0
+    assert sorted(p.name for p in tmp_path.glob("good-errors*")) == ["good-errors.csv"]
+    assert sorted(p.name for p in tmp_path.glob("errors*")) == [kept.name, "errors.csv"]
+
+
+def test_an_errors_path_that_is_no_errors_file_is_refused_before_anything_is_sent(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "a.csv", [row(1)])
+    assert enroll(sandbox, tmp_path, "a.csv", "--job-id", "job-a").exit_code == 0
+    results_of_a = (tmp_path / "results.jsonl").read_bytes()
+    sent = len(sandbox.journal())
+    write_input(tmp_path / "b.csv", [row(2)])
+
+    for extra in ((), ("--dry-run",)):
+        job_b = enroll(
+            sandbox, tmp_path, "b.csv", "--out", "b.jsonl", "--errors", "results.jsonl", *extra
+        )
+
+        assert job_b.exit_code == 2
+        assert " ".join(job_b.output.split()) == (
+            "Error: --errors results.jsonl is not an errors file of this command (its first "
+            "line is not line,error,...): give another path, or move the file away"
+        )
+    assert (tmp_path / "results.jsonl").read_bytes() == results_of_a
+    assert not (tmp_path / "b.jsonl").exists()
+    assert len(sandbox.journal()) == sent
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path, 0o644)
+    return path
+
+
+def _null_device(path: Path) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root; the FIFO case covers this")
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a private copy of /dev/null
+    path.chmod(0o666)
+    return path
+
+
+@pytest.mark.parametrize("option", ["--errors", "--out"])
+@pytest.mark.parametrize("make", [_fifo, _null_device])
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_alone(
+    sandbox: SandboxThread, tmp_path: Path, option: str, make: Any
+) -> None:
+    write_input(tmp_path / "in.csv", [row(1)])
+    node = make(tmp_path / "node")
+    before = node.stat()
+
+    result = enroll(sandbox, tmp_path, "in.csv", option, str(node))
+
+    assert result.exit_code == 2
+    assert f"Error: {option} {node} is not a regular file: give a file's path" in " ".join(
+        result.output.split()
+    )
+    after = node.stat()
+    assert (after.st_mode, after.st_rdev, after.st_ino) == (
+        before.st_mode,
+        before.st_rdev,
+        before.st_ino,
+    )
+    assert sandbox.journal() == []
 
 
 def test_formula_cells_are_neutralised_and_restored_when_read_back(

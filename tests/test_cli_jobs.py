@@ -8,7 +8,6 @@ holds, not what the CLI believes.
 from __future__ import annotations
 
 import collections
-import csv
 import os
 import random
 import resource
@@ -22,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_env import last_rows, results_rows, summary
+from cli_env import last_rows, results_rows, summary, write_input
 from sandbox_process import SandboxProcess
 
 CLIENT = {
     "LOYALTYLAYER_CLIENT_ID": "sandbox-client",
     "LOYALTYLAYER_CLIENT_SECRET": "sandbox-secret",
 }
-FIELDS = ("card_number", "card_expiry", "name_on_card", "cvv", "first_name", "last_name", "email")
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +41,6 @@ def sandbox() -> Iterator[SandboxProcess]:
 def fresh(sandbox: SandboxProcess) -> SandboxProcess:
     sandbox.call("POST", "reset")
     return sandbox
-
-
-def write_input(path: Path, count: int, *, invalid_every: int = 0) -> Path:
-    """``count`` cardholders ``R00000``...; with ``invalid_every``, every n-th fails Luhn."""
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow((*FIELDS, "reference"))
-        for n in range(count):
-            invalid = invalid_every and n % invalid_every == invalid_every - 1
-            writer.writerow(
-                (
-                    "4111111111111112" if invalid else "4111111111111111",
-                    "12/29",
-                    "ADA LOVELACE",
-                    "123",
-                    "Ada",
-                    f"Lovelace{n}",
-                    f"ada{n}@example.com",
-                    f"R{n:05d}",
-                )
-            )
-    return path
 
 
 def enroll_args(csv_path: Path, *extra: str) -> list[str]:
@@ -205,6 +181,45 @@ def test_sigint_drains_in_flight_then_resumes(fresh: SandboxProcess, tmp_path: P
     assert code == 0, out
     assert summary(out)["Already done"] == str(len(finished))
     assert_one_pass_each(fresh, 300)
+
+
+def test_the_first_sigint_stops_the_job_within_the_records_in_flight(
+    fresh: SandboxProcess, tmp_path: Path
+) -> None:
+    # 400 records do not fit in a window of 100: the job is spread, a tokenize every 0.1 s.
+    args = enroll_args(write_input(tmp_path / "in.csv", 400), "--rate", "100", "--per", "10")
+    results = tmp_path / "results.jsonl"
+    process = start(args, tmp_path, fresh.url)
+    wait_for(lambda: results.exists() and statuses(results)["pending"] >= 3)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 130, out
+    table = summary(out)
+    created = int(table["Created"])
+    # What was in flight: about --concurrency (8) records, and those tokenized before.
+    assert 3 <= created <= 3 + 8 + 2 + 10
+    assert int(table["Not started"]) == 400 - created
+    assert len(fresh.passes()) == created
+
+
+def test_sigint_before_the_job_starts_exits_130_with_one_line(
+    fresh: SandboxProcess, tmp_path: Path
+) -> None:
+    # The card keys come slowly: the command is still checking the credentials at the SIGINT.
+    route = "/v1/card/encryption-keys"
+    fresh.call("POST", "faults", {"route": route, "kind": "latency", "latency": 4})
+    args = enroll_args(write_input(tmp_path / "in.csv", 3))
+    process = start(args, tmp_path, fresh.url)
+    wait_for(lambda: any(e["path"] == "/auth/token" for e in fresh.journal()))
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    fresh.call("DELETE", "faults")
+
+    assert process.returncode == 130, out + err
+    assert (out, err) == ("", "Interrupted: rerun the same command to resume.\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    assert fresh.passes() == []
 
 
 def test_server_block_pauses_the_job_and_it_resumes(tmp_path: Path) -> None:

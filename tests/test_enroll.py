@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import errno
 import gc
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -159,7 +160,56 @@ async def test_an_abandoned_enrollment_stops_cleanly() -> None:
         created = len(sandbox.passes())
         await asyncio.sleep(5.0)
         assert len(sandbox.passes()) == created
-        assert created in (100, 200, 300)
+        assert created == 100
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_a_consumer_that_pauses_holds_back_the_creates(concurrency: int) -> None:
+    checkpoint = ll.MemoryCheckpoint()
+    async with running(SandboxConfig(rate_key="off"), rate_limit=None) as (sandbox, client):
+        outcomes = client.enroll(
+            rows(400), plan_id="pp-gold", job_id="j", checkpoint=checkpoint, concurrency=concurrency
+        )
+        first = await anext(outcomes)
+        await asyncio.sleep(60.0)  # the consumer is busy elsewhere: the job must wait for it
+        # One batch's outcomes had room; the next batch does not until the consumer takes them.
+        assert len(sandbox.passes()) == 100
+        seen = [first]
+        async for outcome in outcomes:
+            seen.append(outcome)
+            if len(seen) == 150:
+                await asyncio.sleep(60.0)
+        assert len(sandbox.passes()) == 400
+        assert Counter(o.status for o in seen) == {"created": 400}
+        passes = {p["reference"]: p["pass_id"] for p in sandbox.passes()}
+        assert {o.key: o.pass_id for o in seen} == passes
+        assert all(o.pass_ is not None and o.pass_id == o.pass_.pass_id for o in seen)
+
+
+async def test_passes_made_after_the_consumer_left_are_reported_by_the_rerun() -> None:
+    checkpoint = ll.MemoryCheckpoint()
+    async with running(SandboxConfig(rate_key="off"), rate_limit=None) as (sandbox, client):
+        handed: dict[str, str | None] = {}
+        async with aclosing(
+            client.enroll(rows(400), plan_id="pp-gold", job_id="j", checkpoint=checkpoint)
+        ) as outcomes:
+            async for outcome in outcomes:
+                handed[outcome.key] = outcome.pass_id
+                if len(handed) == 30:
+                    break  # e.g. the consumer's own database write failed
+        made = {p["reference"]: p["pass_id"] for p in sandbox.passes()}
+        assert len(made) <= 30 + 8 + 100  # never more than the hand-over holds
+
+        rerun = await collect(client, rows(400), job_id="j", checkpoint=checkpoint)
+
+        skipped = {o.key: o.pass_id for o in rerun if o.status == "skipped"}
+        assert skipped.keys() == made.keys()
+        assert handed | skipped == made  # every pass made is reported, with its id
+        assert Counter(o.status for o in rerun) == {
+            "skipped": len(made),
+            "created": 400 - len(made),
+        }
+        assert len(sandbox.passes()) == 400
 
 
 async def test_enroll_accepts_records_and_async_sources() -> None:
@@ -170,6 +220,45 @@ async def test_enroll_accepts_records_and_async_sources() -> None:
     async with running(SandboxConfig(rate_key="off")) as (_, client):
         outcomes = await collect(client, source())
         assert Counter(o.status for o in outcomes) == {"created": 3}
+
+
+class Where(ll.MemoryCheckpoint):
+    """A checkpoint that notes the threads its methods run on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    async def recall(self, key: str) -> ll.EnrollProgress | None:
+        self.threads.add(threading.current_thread().name)
+        return await super().recall(key)
+
+    async def record(self, outcome: ll.EnrollOutcome, progress: ll.EnrollProgress) -> None:
+        self.threads.add(threading.current_thread().name)
+        await super().record(outcome, progress)
+
+
+async def test_a_plain_iterable_is_read_on_a_thread_of_its_own_and_closed_there() -> None:
+    threads: list[threading.Thread] = []
+    closed_on: list[threading.Thread] = []
+
+    def source() -> Iterator[dict[str, str]]:
+        try:
+            for row in rows(5):
+                threads.append(threading.current_thread())
+                yield row
+            threads.append(threading.current_thread())
+        finally:
+            closed_on.append(threading.current_thread())
+
+    checkpoint = Where()
+    async with running(SandboxConfig(rate_key="off")) as (_, client):
+        outcomes = await collect(client, source(), checkpoint=checkpoint)
+    assert Counter(o.status for o in outcomes) == {"created": 5}
+    assert {t.name for t in threads} == {"loyaltylayer-records"}
+    assert len({id(t) for t in threads}) == 1
+    assert closed_on == threads[:1]
+    assert checkpoint.threads == {threading.current_thread().name}  # the loop's: the caller's
 
 
 def test_from_row_collects_every_bad_column_without_values() -> None:
@@ -366,8 +455,51 @@ async def test_a_huge_budget_does_not_read_the_whole_input_ahead() -> None:
         async for done, _outcome in aenumerate(client.enroll(source(), plan_id="pp-gold")):
             ahead = max(ahead, pulled - done)
     assert pulled == 3000
-    # The look-ahead (1,000), the tokenizers, the batches being filled and sent, the outcomes.
-    assert 1_000 <= ahead <= 1_000 + 8 + 3 * 100 + 8 + 100
+    # At most: the look-ahead (1,000), the tokenizers, the batches filled and sent, the outcomes.
+    assert ahead <= 1_000 + 8 + 3 * 100 + 8 + 100
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_told_the_total_a_job_stops_within_the_records_in_flight(concurrency: int) -> None:
+    # A caller that stops feeding records (the CLI on Ctrl-C) ends the job once what is in
+    # flight is done: records read ahead would all be tokenized and created first.
+    stopped = False
+    pulled = 0
+
+    async def source() -> AsyncIterator[dict[str, str]]:
+        nonlocal pulled
+        for row in rows(400):
+            if stopped:
+                return
+            pulled += 1
+            yield row
+
+    rate = ll.RateLimit(requests=100, per=60.0)  # 400 records do not fit: spread, 0.6 s apart
+    async with running(SandboxConfig(seed=1, rate_key="off"), rate_limit=rate) as (sandbox, client):
+        job = asyncio.create_task(
+            collect(client, source(), total=400, concurrency=concurrency, job_id="j")
+        )
+        await asyncio.sleep(6.0)
+        stopped = True
+        tokenizing = len(paths(sandbox.journal(), "/v1/card/tokenize"))
+        outcomes = await job
+        journal = sandbox.journal()
+
+    assert 5 <= tokenizing <= 11
+    # In flight: a record in each tokenizer, one queued for them, one the reader holds.
+    assert pulled <= tokenizing + concurrency + 2
+    assert len(outcomes) == pulled
+    assert Counter(o.status for o in outcomes) == {"created": pulled}
+    assert len(paths(journal, "/v1/card/tokenize")) == pulled
+
+
+async def test_a_total_that_is_not_a_count_is_refused() -> None:
+    async with running(SandboxConfig(rate_key="off")) as (sandbox, client):
+        for total in (-1, 2.5, True, "3"):
+            with pytest.raises(ll.ValidationError) as caught:
+                await collect(client, rows(1), total=total)
+            assert caught.value.errors == {"total": "must be a whole number, 0 or more"}
+        assert sandbox.journal() == []
 
 
 async def aenumerate(items: AsyncIterator[ll.EnrollOutcome]) -> AsyncIterator[tuple[int, Any]]:

@@ -23,6 +23,7 @@ EXPIRES = dt.datetime(2026, 12, 2, 7, 24, 10, tzinfo=dt.UTC)
     "progress",
     [
         ll.EnrollProgress(key="R1", step="done"),
+        ll.EnrollProgress(key="R1", step="done", pass_id="pss_0123456789"),
         ll.EnrollProgress(key="R1", step="tokenize", idempotency_key=next_enrollment_key(KEY)),
         ll.EnrollProgress(
             key="R1",
@@ -75,6 +76,12 @@ def test_progress_round_trips_through_json(progress: ll.EnrollProgress) -> None:
             {"step": 1, "enrol_token": ["x"]},
             {"step": "must be a string", "enrol_token": "must be a string"},
         ),
+        ({"step": "done", "pass_id": ""}, {"pass_id": "must be 1 to 256 characters"}),
+        ({"step": "done", "pass_id": 7}, {"pass_id": "must be a string"}),
+        (
+            {"step": "tokenize", "idempotency_key": KEY, "pass_id": "pss_1"},
+            {"pass_id": "only a record that is done has a pass"},
+        ),
     ],
 )
 def test_bad_progress_is_refused_naming_each_field(
@@ -113,8 +120,9 @@ async def test_memory_checkpoint_keeps_the_last_progress_of_each_key() -> None:
     )
     await checkpoint.record(outcome, sending)
     assert await checkpoint.recall("R1") == sending
-    await checkpoint.record(outcome, ll.EnrollProgress(key="R1", step="done"))
-    assert await checkpoint.recall("R1") == ll.EnrollProgress(key="R1", step="done")
+    done = ll.EnrollProgress(key="R1", step="done", pass_id="pss_1")
+    await checkpoint.record(outcome, done)
+    assert await checkpoint.recall("R1") == done  # with the pass it made
     assert await checkpoint.recall("R2") is None
     assert checkpoint.done_count == 1
 

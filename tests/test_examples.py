@@ -97,6 +97,7 @@ async def test_sqlite_checkpoint_survives_a_crash_mid_job(tmp_path: Path) -> Non
             crashed.close()
             sandbox.clear_faults()
             made = len(sandbox.passes())
+            pass_ids = {p["reference"]: p["pass_id"] for p in sandbox.passes()}
 
             resumed = example.SqliteCheckpoint(database)
             counts = await example.enroll_file(client, resumed, "job-1")
@@ -105,5 +106,30 @@ async def test_sqlite_checkpoint_survives_a_crash_mid_job(tmp_path: Path) -> Non
 
     assert made == 47
     assert counts == {"created": 47, "failed": 3}  # replayed by the server, not made again
-    assert recalled == ll.EnrollProgress(key="CUST-1001", step="done")
+    assert recalled == ll.EnrollProgress(
+        key="CUST-1001", step="done", pass_id=pass_ids["CUST-1001"]
+    )
     assert len(sandbox.passes()) == 47
+
+
+def test_sqlite_checkpoint_works_with_the_sync_client(tmp_path: Path) -> None:
+    import loyaltylayer as ll
+    from loyaltylayer.sandbox import SandboxConfig, SandboxThread
+
+    example = load("sqlite_checkpoint")
+    checkpoint = example.SqliteCheckpoint(tmp_path / "progress.db")
+    try:
+        with (
+            SandboxThread(SandboxConfig(rate_key="off")) as sandbox,
+            ll.LoyaltyLayer("sandbox-client", "sandbox-secret", sandbox.base_url) as client,
+        ):
+            first = example.enroll_file_sync(client, checkpoint, "job-1")
+            rerun = example.enroll_file_sync(client, checkpoint, "job-1")
+            made = {p["reference"]: p["pass_id"] for p in sandbox.passes()}
+    finally:
+        checkpoint.close()
+
+    created = {key: pass_id for key, pass_id in first.items() if pass_id is not None}
+    assert len(created) == 47
+    assert created == made
+    assert rerun == first  # the rerun skips them, and reports each one's pass

@@ -7,9 +7,11 @@ from collections import Counter
 
 import pytest
 import redis.asyncio as aioredis
-from sdk_env import CLIENT_ID, CLIENT_SECRET, holder, paths
+from redis_server import free_port
+from sdk_env import CLIENT_ID, CLIENT_SECRET, cardholder_rows, holder, paths
 
 import loyaltylayer as ll
+from loyaltylayer.contrib.redis import RedisUnavailableError
 from loyaltylayer.sandbox import Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,3 +79,42 @@ async def test_workers_share_one_token_through_redis(redis_url: str) -> None:
         for client, cache in zip(clients, caches, strict=True):
             await client.close()
             await cache.aclose()
+
+
+async def test_records_failed_by_a_redis_outage_are_retryable_and_a_rerun_creates_them(
+    redis_url: str,
+) -> None:
+    rows = cardholder_rows(3)
+    checkpoint = ll.MemoryCheckpoint()
+    async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
+        nobody = ll.RedisRateLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        async with ll.AsyncLoyaltyLayer(
+            CLIENT_ID, CLIENT_SECRET, sandbox.base_url, rate_limit=nobody, close_limiter=True
+        ) as client:
+            down = [o async for o in client.enroll(rows, plan_id="pp-gold", checkpoint=checkpoint)]
+        assert sorted((o.key, o.status, o.retryable) for o in down) == [
+            ("R0", "failed", True),
+            ("R1", "failed", True),
+            ("R2", "failed", True),
+        ]
+        assert all(isinstance(o.error, RedisUnavailableError) for o in down)
+        assert [checkpoint.progress_of(o.key) for o in down] == [
+            ll.EnrollProgress(key=o.key, step="tokenize", idempotency_key=o.idempotency_key)
+            for o in down
+        ]
+        assert sandbox.journal() == []
+
+        async with ll.AsyncLoyaltyLayer(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            sandbox.base_url,
+            rate_limit=ll.RedisRateLimiter.from_url(redis_url),
+            close_limiter=True,
+        ) as client:
+            back = [o async for o in client.enroll(rows, plan_id="pp-gold", checkpoint=checkpoint)]
+        assert sorted((o.key, o.status) for o in back) == [
+            ("R0", "created"),
+            ("R1", "created"),
+            ("R2", "created"),
+        ]
+        assert len(sandbox.passes()) == 3

@@ -346,10 +346,28 @@ async def test_unreachable_redis_fails_clearly_without_the_password() -> None:
         async with limiter.lease():
             pass
     for error in (check_error.value, lease_error.value):
+        assert error.retryable  # it never reached the API: the same request may go through
         assert f"redis://127.0.0.1:{port}/2" in str(error)
         assert "s3cr3t" not in str(error)
         assert "s3cr3t" not in repr(error.__cause__)
     await limiter.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["memcached://127.0.0.1:11211", "redis://ops:s3cr3t-pw", "redis://127.0.0.1:s3cr3t-pw/0"],
+)
+def test_a_url_redis_cannot_read_is_a_configuration_error_that_does_not_repeat_it(
+    url: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        RedisRateLimiter.from_url(url)
+    assert str(error.value) == (
+        "the Redis URL is not valid (it is not shown: it may hold a password); expected "
+        "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
+    )
+    assert error.value.__cause__ is None
+    assert error.value.__suppress_context__
 
 
 async def test_unreachable_redis_falls_back_to_a_share_of_the_budget(

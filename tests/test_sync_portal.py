@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from sandbox_process import SandboxProcess
+from sdk_env import cardholder_rows
 
 import loyaltylayer as ll
 from loyaltylayer import _portal
@@ -104,6 +105,86 @@ def test_the_same_exception_object_comes_back() -> None:
     frames = [frame.name for frame in caught.traceback]
     assert "test_the_same_exception_object_comes_back" in frames
     assert "fail" in frames
+
+
+def _loop_thread() -> threading.Thread | None:
+    return next((t for t in threading.enumerate() if t.name == _portal.THREAD_NAME), None)
+
+
+@pytest.mark.parametrize("make", [lambda: SystemExit("bad input file"), KeyboardInterrupt])
+def test_system_exit_on_the_loop_reaches_its_caller_and_the_loop_runs_on(
+    client: ll.LoyaltyLayer, make: Callable[[], BaseException]
+) -> None:
+    _portal.call(asyncio.sleep, 0)
+    thread = _loop_thread()
+    # Another thread's call is in flight meanwhile: it must not notice.
+    neighbour: list[int] = []
+    worker = threading.Thread(target=lambda: neighbour.append(_portal.call(asyncio.sleep, 0.3, 7)))
+    worker.start()
+
+    raised = make()
+
+    async def user_code() -> None:
+        raise raised
+
+    with pytest.raises(BaseException) as caught:  # noqa: PT011 - the very object is checked
+        _portal.call(user_code)
+    assert caught.value is raised
+
+    # From a records source, under a task group's child task inside the enrollment engine.
+    def records() -> Iterator[dict[str, str]]:
+        yield {"reference": "R1"}
+        raise raised
+
+    with pytest.raises(BaseException) as caught:  # noqa: PT011
+        list(client.enroll(records(), plan_id="pp-gold"))
+    assert caught.value is raised
+
+    worker.join(10)
+    assert neighbour == [7]
+    assert _loop_thread() is thread
+    assert thread is not None
+    assert thread.is_alive()
+    assert client.cards.encryption_keys().keys
+
+
+def _waiting_caller() -> tuple[threading.Thread, list[str]]:
+    """A thread in a long call (after a moment to start it); the EventLoopError that ends it."""
+    ended: list[str] = []
+
+    def call() -> None:
+        try:
+            _portal.call(asyncio.sleep, 30)
+        except ll.EventLoopError as error:
+            ended.append(str(error))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.2)
+    return caller, ended
+
+
+def test_a_loop_thread_that_ended_is_noticed_by_its_waiters_and_replaced() -> None:
+    _portal.call(asyncio.sleep, 0)
+    portal = _portal._portal
+    assert portal is not None
+    first = portal.thread
+    assert first is not None
+    caller, outcome = _waiting_caller()
+    portal.loop.call_soon_threadsafe(portal.loop.stop)  # the thread ends, no shutdown said so
+    first.join(10)
+    caller.join(10)
+
+    assert not caller.is_alive()
+    assert outcome == ["the loyaltylayer portal was shut down"]
+    # A new thread, maybe with the dead one's ident, is not taken for the loop's own.
+    answers: list[str] = []
+    fresh = threading.Thread(target=lambda: answers.append(_portal.call(_thread_name)))
+    fresh.start()
+    fresh.join(10)
+    assert answers == [_portal.THREAD_NAME]
+    assert portal.thread is not first
+    assert _no_tasks_left_soon()
 
 
 def test_api_errors_keep_their_class_and_attributes(client: ll.LoyaltyLayer) -> None:
@@ -214,6 +295,74 @@ def test_a_timeout_spanning_yields_fires_in_the_one_driver_task() -> None:
     assert 1 <= len(seen) < 1000
 
 
+def _cardholders(count: int) -> list[dict[str, str]]:
+    """Rows no earlier test enrolled (the sandbox lives for the module)."""
+    return cardholder_rows(count, prefix=f"sync-{time.monotonic_ns()}-")
+
+
+def test_a_records_source_that_blocks_holds_up_no_other_threads_call(
+    client: ll.LoyaltyLayer,
+) -> None:
+    waiting, release = threading.Event(), threading.Event()
+
+    def slow_source() -> Iterator[dict[str, str]]:  # a paged API, a cursor, a queue
+        yield from _cardholders(2)
+        waiting.set()
+        release.wait(10)
+        yield from _cardholders(1)
+
+    statuses: list[str] = []
+    job = threading.Thread(
+        target=lambda: statuses.extend(
+            o.status for o in client.enroll(slow_source(), plan_id="pp-gold")
+        )
+    )
+    job.start()
+    assert waiting.wait(10)
+    answered: list[int] = []
+    other = threading.Thread(
+        target=lambda: answered.append(len(client.cards.encryption_keys().keys))
+    )
+    other.start()
+    other.join(5)
+    blocked = other.is_alive()
+    release.set()
+    job.join(10)
+    other.join(10)
+
+    assert not blocked  # answered while the source was still blocked
+    assert answered
+    assert answered[0] >= 1
+    assert statuses == ["created"] * 3
+
+
+def test_the_sync_client_reads_records_and_runs_the_checkpoint_on_its_own_threads(
+    client: ll.LoyaltyLayer,
+) -> None:
+    read_on: set[str] = set()
+    checkpoint_on: set[str] = set()
+
+    def source() -> Iterator[dict[str, str]]:
+        for row in _cardholders(3):
+            read_on.add(threading.current_thread().name)
+            yield row
+
+    class Where(ll.MemoryCheckpoint):
+        async def recall(self, key: str) -> ll.EnrollProgress | None:
+            checkpoint_on.add(threading.current_thread().name)
+            return await super().recall(key)
+
+        async def record(self, outcome: ll.EnrollOutcome, progress: ll.EnrollProgress) -> None:
+            checkpoint_on.add(threading.current_thread().name)
+            await super().record(outcome, progress)
+
+    outcomes = list(client.enroll(source(), plan_id="pp-gold", checkpoint=Where()))
+
+    assert [o.status for o in outcomes] == ["created"] * 3
+    assert read_on == {"loyaltylayer-records"}
+    assert checkpoint_on == {_portal.THREAD_NAME}
+
+
 def _interrupted(run: Callable[[], object]) -> threading.Event:
     """SIGINT to this (the main) thread while ``run()`` waits; the event is set when the
     coroutine it ran was cancelled."""
@@ -302,18 +451,28 @@ def test_shutdown_stops_the_thread_and_leaves_clients_usable(client: ll.LoyaltyL
     assert [t.name for t in threading.enumerate()].count(_portal.THREAD_NAME) == 1
 
 
+def test_a_client_dropped_while_the_portal_is_stopped_is_closed_when_it_starts(
+    sandbox_url: str,
+) -> None:
+    client = ll.LoyaltyLayer("sandbox-client", "sandbox-secret", sandbox_url, rate_limit=None)
+    client.cards.encryption_keys()
+    session = client._async._transport._session
+    assert session is not None
+    ll.shutdown_portal()  # as a pre-fork server's parent does
+    del client
+    gc.collect()
+    assert not session.closed
+
+    _portal.call(asyncio.sleep, 0)  # the next sync call, of any client, starts the portal
+
+    deadline = time.monotonic() + 5
+    while not session.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session.closed
+
+
 def test_shutdown_ends_a_call_in_flight_with_a_clear_error() -> None:
-    outcome: list[str] = []
-
-    def call() -> None:
-        try:
-            _portal.call(asyncio.sleep, 30)
-        except ll.EventLoopError as error:
-            outcome.append(str(error))
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    time.sleep(0.2)
+    caller, outcome = _waiting_caller()
     ll.shutdown_portal()
     caller.join(10)
     assert outcome == ["the loyaltylayer portal was shut down during this call"]

@@ -97,6 +97,66 @@ def test_exit_with_an_abandoned_iterator(sandbox: SandboxProcess) -> None:
     assert out == "0 True\n"
 
 
+def test_exit_after_user_code_raised_system_exit_on_the_loop_thread(
+    sandbox: SandboxProcess,
+) -> None:
+    out = _run(
+        sandbox,
+        """
+        client = new_client()
+        def records():
+            yield {"reference": "R1"}
+            sys.exit("bad input file")  # the program decides to stop, from its records
+        try:
+            list(client.enroll(records(), plan_id="pp-gold"))
+        except SystemExit as stop:
+            print("stopped:", stop)
+        print(client.passes.status(PASS_ID).pass_id == PASS_ID)
+        """,
+        *CLEAN,
+    )
+    assert out == "stopped: bad input file\nTrue\n"
+
+
+def test_exit_after_a_client_was_dropped_while_the_portal_was_stopped(
+    sandbox: SandboxProcess,
+) -> None:
+    out = _run(
+        sandbox,
+        """
+        import gc
+        client = new_client()
+        client.cards.encryption_keys()  # a check at import, under gunicorn --preload
+        ll.shutdown_portal()  # before forking, as docs/sync.md says
+        del client
+        gc.collect()
+        print("dropped")
+        """,
+        *CLEAN,
+    )
+    assert out == "dropped\n"
+
+
+def test_exit_while_a_records_source_never_returns(sandbox: SandboxProcess) -> None:
+    out = _run(
+        sandbox,
+        """
+        import queue
+        feed = queue.Queue()  # a producer that went away: the source never yields again
+        client = new_client()
+        job = threading.Thread(
+            target=lambda: list(client.enroll(iter(feed.get, None), plan_id="pp-gold")),
+            daemon=True,
+        )
+        job.start()
+        time.sleep(0.3)
+        print(client.passes.status(PASS_ID).pass_id == PASS_ID)
+        """,
+        *CLEAN,
+    )
+    assert out == "True\n"
+
+
 def test_exit_with_a_call_still_running_on_another_thread(
     sandbox: SandboxProcess, slow_status: None
 ) -> None:

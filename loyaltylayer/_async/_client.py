@@ -340,6 +340,7 @@ class AsyncLoyaltyLayer:
         checkpoint: EnrollCheckpoint | None = None,
         concurrency: int = 8,
         max_wait: float = 120.0,
+        total: int | None = None,
     ) -> AsyncIterator[EnrollOutcome]:
         """Enroll many cardholders: tokenize each card, create their passes in full batches.
 
@@ -357,10 +358,23 @@ class AsyncLoyaltyLayer:
         ``concurrency`` is the number of cards tokenized at once; ``max_wait`` is how long an
         enrol token may wait for its batch to fill.
 
+        The job waits for the loop that takes its outcomes: a batch-create is sent only when
+        all its outcomes have room to be handed out, so at most ``concurrency`` + 100 passes are
+        made that the loop has not taken yet (each is in ``checkpoint``, with its pass id, for
+        a rerun to report as ``skipped`` if the loop stops early).
+
+        A plain iterable of records is read one record at a time, when the job needs the next,
+        on a thread of the job's own (one per job); an async iterable, and the checkpoint's
+        methods, run on the event loop (the client's own loop thread, for the sync client).
+
         A job that needs more than one window of the rate limit spreads its first window's
         requests evenly across the window; later windows repeat that shape, so the server sees
         a steady stream instead of a burst per window, and a pause delays one request rather
-        than every request queued behind it. A job that fits in one window goes at once.
+        than every request queued behind it. A job that fits in one window goes at once. To
+        know which it is, the job reads up to a window of records ahead, unless ``total`` says
+        how many records there are: then it reads a record only when a card is about to be
+        tokenized, so a ``records`` that stops yielding stops the job within the records in
+        flight (about ``concurrency``).
         """
         errors: dict[str, str] = {}
         check_id(errors, "plan_id", plan_id)
@@ -370,6 +384,10 @@ class AsyncLoyaltyLayer:
             errors["concurrency"] = "must be a whole number, 1 or more"
         if not isinstance(max_wait, int | float) or max_wait < 0:
             errors["max_wait"] = "must be a number of seconds, 0 or more"
+        if total is not None and (
+            not isinstance(total, int) or isinstance(total, bool) or total < 0
+        ):
+            errors["total"] = "must be a whole number, 0 or more"
         raise_if_invalid(errors)
         # The engine loads with the first job: most programs never enroll.
         from ._enroll import run_enrollment
@@ -386,6 +404,7 @@ class AsyncLoyaltyLayer:
             concurrency=concurrency,
             max_wait=float(max_wait),
             rate=self.limiter.config,
+            total=total,
         )
         async with aclosing(outcomes):
             async for outcome in outcomes:

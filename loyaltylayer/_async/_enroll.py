@@ -3,12 +3,14 @@
 Records stream through three stages joined by bounded queues, so memory stays flat however long
 the input is: a reader (validate locally, refuse duplicates, ask the checkpoint where each
 record stands), tokenizers (one request per card: the real bottleneck), and a batcher that packs
-enrol tokens into full batch-create chunks as they arrive. Each record's create carries a
-deterministic idempotency key and is recorded in the checkpoint before it is sent, so a rerun
-after a crash replays it instead of making a second pass. What a rerun does with each record
-is decided here, from what happened to it, and handed to the checkpoint as an
-:class:`EnrollProgress`: every checkpoint (in memory, the CLI's file, a user's database) follows
-the same rules because it only stores them.
+enrol tokens into full batch-create chunks as they arrive. The consumer sets the pace of the
+last step: a batch-create is sent only when every outcome it makes has room to be handed out,
+so the passes made and not yet taken by the consumer stay few (see :class:`_Outcomes`). Each
+record's create carries a deterministic idempotency key and is recorded in the checkpoint
+before it is sent, so a rerun after a crash replays it instead of making a second pass. What a
+rerun does with each record is decided here, from what happened to it, and handed to the
+checkpoint as an :class:`EnrollProgress`: every checkpoint (in memory, the CLI's file, a user's
+database) follows the same rules because it only stores them.
 
 An error that is no one record's (the checkpoint, the record source, a bug) stops the job: the
 stages are cancelled, the outcomes already recorded are handed out, then the consumer gets an
@@ -50,6 +52,7 @@ from .._models import PassRequest
 from .._ratelimit import RateLimit
 from .._rules import MAX_BATCH
 from .._seen import SeenKeys
+from ._records import each_record
 from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["run_enrollment"]
@@ -74,23 +77,25 @@ class _Ramp:
     it finishes sooner as a burst, and there is no later window to repeat its shape.
     """
 
-    def __init__(self, rate: RateLimit | None) -> None:
+    def __init__(self, rate: RateLimit | None, total: int | None) -> None:
         self._budget = 0 if rate is None else rate.requests
         self._interval = 0.0 if rate is None else rate.per / rate.requests
         self._turns = 0
         self._start = 0.0
         self._lifted = asyncio.Event()
+        if total is not None:  # its tokenizes and batch-creates
+            self.input_ended(total + math.ceil(total / MAX_BATCH))
 
-    @property
-    def look_ahead(self) -> int:
-        """Records to read ahead, so a job that fits in one window is known before it is spread.
+    def look_ahead(self, total: int | None) -> int:
+        """Records to read ahead, so a job that fits in one window is known before it is spread:
+        none when the caller said how many there are.
 
         Capped, so memory stays flat under a huge budget, whose pace is too quick to matter.
         """
-        return min(self._budget, _MAX_LOOK_AHEAD)
+        return 0 if total is not None else min(self._budget, _MAX_LOOK_AHEAD)
 
     def input_ended(self, requests: int) -> None:
-        """The whole input is read and needs ``requests`` requests: lift the ramp if they fit."""
+        """The whole input needs ``requests`` requests: lift the ramp if they fit."""
         if requests <= self._budget:
             self._lifted.set()
 
@@ -116,31 +121,57 @@ class _Ramp:
 
 
 class _Outcomes:
-    """The bounded hand-over of outcomes to the consumer, which ends however the pipeline ends.
+    """The hand-over of outcomes to the consumer: bounded, and ending however the pipeline ends.
+
+    At most ``size`` outcomes are made and not yet taken by the consumer. An outcome waits for
+    room before it is put; a batch-create keeps room for the outcomes of all its records before
+    it is sent (:meth:`promise`), so the passes it makes can always be handed out. A consumer
+    that stops taking outcomes stops the creates: at most ``size`` passes were made that it was
+    not handed (each recorded in the checkpoint, with its pass id, before it was put).
 
     The end is marked from the pipeline task's done callback, so neither a failed stage nor a
     cancellation can leave the consumer waiting on an empty queue.
     """
 
     def __init__(self, size: int) -> None:
-        self._queue: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue(size)
-        self._ended = False
+        self._size = size
+        self._queue: asyncio.Queue[EnrollOutcome | None] = asyncio.Queue()
+        self._promised = 0
+        self._taken = asyncio.Condition()
 
-    async def put(self, outcome: EnrollOutcome) -> None:
-        await self._queue.put(outcome)
+    def _room(self) -> int:
+        return self._size - self._queue.qsize() - self._promised
+
+    async def promise(self, count: int) -> None:
+        """Wait until ``count`` more outcomes have room, and keep it for them."""
+        async with self._taken:
+            await self._taken.wait_for(lambda: self._room() >= count)
+        self._promised += count
+
+    async def put(self, outcome: EnrollOutcome, *, promised: bool = False) -> None:
+        """Hand ``outcome`` over, in room kept for it or, unless ``promised``, when there is."""
+        if promised:
+            self._promised -= 1
+        else:
+            async with self._taken:
+                await self._taken.wait_for(lambda: self._room() >= 1)
+        self._queue.put_nowait(outcome)
+
+    async def unpromise(self) -> None:
+        """Give back the room kept for one outcome that its batch-create did not make."""
+        async with self._taken:
+            self._promised -= 1
+            self._taken.notify_all()
 
     def end(self) -> None:
-        self._ended = True
-        # A full queue needs no marker: the consumer is not waiting, and checks the end flag
-        # once it has emptied the queue.
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        self._queue.put_nowait(None)
 
     async def get(self) -> EnrollOutcome | None:
         """The next outcome, or ``None`` once the pipeline has ended and all are handed out."""
-        if self._ended and self._queue.empty():
-            return None
-        return await self._queue.get()
+        outcome = await self._queue.get()
+        async with self._taken:
+            self._taken.notify_all()
+        return outcome
 
 
 @attrs.define(kw_only=True)
@@ -187,6 +218,7 @@ class _Pipeline:
         concurrency: int,
         max_wait: float,
         rate: RateLimit | None,
+        total: int | None,
     ) -> None:
         self._cards = cards
         self._passes = passes
@@ -195,11 +227,13 @@ class _Pipeline:
         self._checkpoint = checkpoint
         self._concurrency = concurrency
         self._max_wait = max_wait
-        self._ramp = _Ramp(rate)
+        self._ramp = _Ramp(rate, total)
         self._seen = SeenKeys()
         self.outcomes = _Outcomes(concurrency + MAX_BATCH)
+        # A record is read when a tokenizer is about to take it, or further ahead when the ramp
+        # must know the job's size: a caller that stops feeding records stops the job sooner.
         self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(
-            max(concurrency, self._ramp.look_ahead)
+            max(1, self._ramp.look_ahead(total))
         )
         self._ready: asyncio.Queue[_Work | object] = asyncio.Queue()
         self._room = asyncio.Semaphore(2 * MAX_BATCH + concurrency)
@@ -233,12 +267,8 @@ class _Pipeline:
 
     async def _read(self, records: RecordSource) -> None:
         index = 0
-        if isinstance(records, AsyncIterable):
-            async for record in records:
-                await self._admit(index, record)
-                index += 1
-        else:
-            for record in records:
+        async with contextlib.aclosing(each_record(records)) as each:
+            async for record in each:
                 await self._admit(index, record)
                 index += 1
         self._reader_done = True
@@ -283,7 +313,11 @@ class _Pipeline:
         if progress is not None and progress.step == "done":
             await self.outcomes.put(
                 EnrollOutcome(
-                    index=index, key=record.key, status="skipped", card=record.card.masked
+                    index=index,
+                    key=record.key,
+                    status="skipped",
+                    card=record.card.masked,
+                    pass_id=progress.pass_id,
                 )
             )
             return
@@ -331,15 +365,22 @@ class _Pipeline:
         )
 
     async def _finish(
-        self, work: _Work, status: Status, progress: EnrollProgress | None, **details: Any
+        self,
+        work: _Work,
+        status: Status,
+        progress: EnrollProgress | None,
+        *,
+        promised: bool = False,
+        **details: Any,
     ) -> None:
-        """Record the record's outcome (``None``: it is done), then hand it out."""
+        """Record the record's outcome (``None``: it is done), then hand it out (in room kept
+        for it if ``promised``)."""
         outcome = self._outcome(work, status, **details)
         if self._checkpoint is not None:
             if progress is None:
-                progress = EnrollProgress(key=work.record.key, step="done")
+                progress = EnrollProgress(key=work.record.key, step="done", pass_id=outcome.pass_id)
             await self._checkpoint.record(outcome, progress)
-        await self.outcomes.put(outcome)
+        await self.outcomes.put(outcome, promised=promised)
 
     def _to_send(self, work: _Work, idempotency_key: str) -> EnrollProgress:
         return EnrollProgress(
@@ -389,8 +430,9 @@ class _Pipeline:
         await self._room.acquire()
         self._ready.put_nowait(work)
 
-    async def _fail(self, work: _Work, error: LoyaltyLayerError) -> None:
-        await self._finish(work, "failed", self._after_failure(work, error), error=error)
+    async def _fail(self, work: _Work, error: LoyaltyLayerError, *, promised: bool = False) -> None:
+        progress = self._after_failure(work, error)
+        await self._finish(work, "failed", progress, promised=promised, error=error)
 
     async def _batcher(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
@@ -400,6 +442,7 @@ class _Pipeline:
         while True:
             drained = self._nothing_more_coming() and self._ready.empty()
             if batch and (len(batch) == MAX_BATCH or drained or loop.time() >= flush_at):
+                await self.outcomes.promise(len(batch))
                 await senders.acquire()
                 self._sending += 1
                 group.create_task(self._send(batch, senders, group))
@@ -437,7 +480,7 @@ class _Pipeline:
                 try:
                     requests.append(self._request_for(work))
                 except ValidationError as error:  # e.g. metadata of a record made in code
-                    await self._fail(work, error)
+                    await self._fail(work, error, promised=True)
                 else:
                     sendable.append(work)
             if not requests:
@@ -447,21 +490,28 @@ class _Pipeline:
                 work.attempts += 1
                 if item.pass_ is not None:
                     await self._finish(
-                        work, "created", None, pass_=item.pass_, replayed=item.replayed
+                        work,
+                        "created",
+                        None,
+                        promised=True,
+                        pass_=item.pass_,
+                        pass_id=item.pass_.pass_id,
+                        replayed=item.replayed,
                     )
                 elif isinstance(item.error, IdempotencyKeyReusedError):
                     # The key is this job's and this record's, and the server holds a create
                     # under it with another token: an earlier run made the pass.
-                    await self._finish(work, "created_earlier", None)
+                    await self._finish(work, "created_earlier", None, promised=True)
                 elif _token_was_refused(item.error) and not work.retokenized:
                     work.retokenized = True
                     work.idempotency_key = next_enrollment_key(work.idempotency_key)
                     work.enrol_token = work.token_expires_at = None
                     self._upstream += 1
+                    await self.outcomes.unpromise()
                     group.create_task(self._to_tokenize_again(work))
                 else:
                     assert item.error is not None
-                    await self._fail(work, item.error)
+                    await self._fail(work, item.error, promised=True)
         finally:
             self._sending -= 1
             senders.release()
@@ -496,6 +546,7 @@ async def run_enrollment(
     concurrency: int,
     max_wait: float,
     rate: RateLimit | None,
+    total: int | None,
 ) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
     pipeline = _Pipeline(
@@ -507,6 +558,7 @@ async def run_enrollment(
         concurrency=concurrency,
         max_wait=max_wait,
         rate=rate,
+        total=total,
     )
     runner = asyncio.create_task(pipeline.run(records))
     runner.add_done_callback(lambda _: pipeline.outcomes.end())

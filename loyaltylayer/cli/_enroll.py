@@ -4,8 +4,11 @@ The records stream from the file into ``client.enroll()`` with the results file 
 checkpoint: the engine records each step there before it goes on, and the command writes the
 failures to ``errors.csv`` as they come. Stopping is done by no longer feeding records: the
 engine then finishes what it has in flight, so a first Ctrl-C (or ``--max-errors``) loses
-nothing and leaves nothing half-sent. An error that is no record's (a file that cannot be
-written) stops the job at once, with exit code 4: what was recorded makes the rerun safe.
+nothing and leaves nothing half-sent. The engine is told how many records the file holds, so it
+reads none ahead: what it has in flight is about ``--concurrency`` records. An error that is
+no record's (a file that cannot be written) stops the job at once, with exit code 4: what was
+recorded makes the rerun safe. So does a rate limiter that fails (the Redis of ``--redis-url``
+gone), once what is in flight has failed with it.
 
 A job is known by its id, kept in the results file: a rerun resumes it wherever the input has
 moved. Starting over (``--restart``) keeps the old results file under another name and asks
@@ -29,9 +32,10 @@ import attrs
 import click
 from rich.console import Console
 
+from .._async._client import AsyncLoyaltyLayer
 from .._cardmath import mask_card
 from .._enroll_models import EnrollOutcome, EnrollRecord
-from .._errors import AuthenticationError, EnrollmentError
+from .._errors import AuthenticationError, EnrollmentError, LoyaltyLayerError
 from .._ratelimit import RateLimit
 from ._connect import (
     SANDBOX_ENVIRONMENT,
@@ -41,7 +45,7 @@ from ._connect import (
     private_key_option,
 )
 from ._dryrun import print_dry_run
-from ._errors_file import ErrorsFile
+from ._errors_file import ErrorsFile, replaceable
 from ._exit import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -51,7 +55,7 @@ from ._exit import (
     JobStopped,
     UsageProblem,
 )
-from ._files import same_file
+from ._files import is_regular_or_absent, same_file
 from ._input import CheckedRow, InputError, InputFile, parse_mapping
 from ._network_options import network_options
 from ._progress import JobProgress, Tally
@@ -95,6 +99,8 @@ class _FileJob:
         self.stopped: str | None = None
         self.interrupted = False
         self.refused = False
+        self.failure: str | None = None
+        """Why the job stopped on an error that is no record's, found in a record's outcome."""
 
     def stop(self, reason: str) -> None:
         """Feed no more records; what is in flight still finishes."""
@@ -114,6 +120,13 @@ class _FileJob:
         except OSError as error:
             self._results.close()
             raise JobStopped(_cannot_write(error)) from None
+        if self._errors.kept_as is not None:
+            self._console.print(
+                f"The errors file of an earlier run is kept as {self._errors.kept_as}.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def _note(self, message: str) -> None:
         if self._progress is not None:
@@ -121,7 +134,6 @@ class _FileJob:
 
     async def run(self, target: Target) -> int:
         started = time.monotonic()
-        failure: str | None = None
         async with connect(target, self._console) as connection:
             client = connection.client
             await check_credentials(client)
@@ -137,17 +149,13 @@ class _FileJob:
                                 job_id=self._results.job.job_id,
                                 checkpoint=self._results,
                                 concurrency=self._options.concurrency,
+                                total=self._tally.total,
                             )
                         )
                     )
                     with self._interrupts(worker):
-                        while not worker.done():
-                            progress.refresh(
-                                attempts=client.attempts,
-                                blocked_for=await client.limiter.blocked_for(),
-                            )
-                            await asyncio.wait({worker}, timeout=_TICK)
-                        progress.refresh(attempts=client.attempts, blocked_for=0.0)
+                        await self._watch(worker, client, progress)
+                    failure = self.failure
                     try:
                         await worker
                     except asyncio.CancelledError:
@@ -180,6 +188,27 @@ class _FileJob:
         if self.refused:
             return EXIT_CONFIG
         return EXIT_FAILED if self._tally.failed or left else EXIT_OK
+
+    async def _watch(
+        self, worker: asyncio.Task[None], client: AsyncLoyaltyLayer, progress: JobProgress
+    ) -> None:
+        """Show the progress until the job ends."""
+        while not worker.done():
+            blocked_for = 0.0
+            if self.failure is None:
+                try:
+                    blocked_for = await client.limiter.blocked_for()
+                except LoyaltyLayerError as error:  # its Redis is gone
+                    self._limiter_failed(error)
+            progress.refresh(attempts=client.attempts, blocked_for=blocked_for)
+            await asyncio.wait({worker}, timeout=_TICK)
+        progress.refresh(attempts=client.attempts, blocked_for=0.0)
+
+    def _limiter_failed(self, error: LoyaltyLayerError) -> None:
+        """No request can go out: stop as on a file that cannot be written (exit 4)."""
+        if self.failure is None:
+            self.failure = str(error)
+            self.stop("the rate limiter failed")
 
     @contextlib.contextmanager
     def _interrupts(self, worker: asyncio.Task[None]) -> Iterator[None]:
@@ -260,6 +289,8 @@ class _FileJob:
             self.refused = True
             self.stop("the API refused the credentials")
             self._note(f"Error: {describe_error(outcome.error)}")
+        if _redis_unavailable(outcome.error):
+            self._limiter_failed(outcome.error)
         self._failed()
 
     def _failed(self) -> None:
@@ -267,6 +298,15 @@ class _FileJob:
         limit = self._options.max_errors
         if limit is not None and self._tally.failed >= limit:
             self.stop(f"{self._tally.failed} records failed (--max-errors {limit})")
+
+
+def _redis_unavailable(error: LoyaltyLayerError) -> bool:
+    """The Redis of ``--redis-url`` cannot be reached: every request fails as this one did.
+
+    Its error class is looked up where it lives, loaded only when a Redis limiter was made.
+    """
+    module = sys.modules.get("loyaltylayer.contrib._redis_connection")
+    return module is not None and isinstance(error, module.RedisUnavailableError)
 
 
 def _cannot_write(error: OSError) -> str:
@@ -323,12 +363,20 @@ def _default_errors_path(input_path: Path) -> Path:
 
 
 def _refuse_overwrites(input_path: Path, out: Path, errors_path: Path) -> None:
-    """Nothing the job writes may be its input, nor both outputs one file."""
+    """Nothing the job writes may be its input, nor both outputs one file, nor anything but a
+    regular file; and the errors file takes over no file but an earlier errors file."""
     for option, path in (("--out", out), ("--errors", errors_path)):
         if same_file(path, input_path):
             raise UsageProblem(f"{option} {path} is the input file: give the output another name")
+        if not is_regular_or_absent(path):
+            raise UsageProblem(f"{option} {path} is not a regular file: give a file's path")
     if same_file(out, errors_path):
         raise UsageProblem(f"--out and --errors are the same file ({out})")
+    if not replaceable(errors_path):
+        raise UsageProblem(
+            f"--errors {errors_path} is not an errors file of this command (its first line is "
+            "not line,error,...): give another path, or move the file away"
+        )
 
 
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -486,7 +534,8 @@ def enroll_command(
     command to resume: records already created are skipped, failed ones are tried again.
 
     Exit codes: 0 all done, 1 some records failed, 2 bad usage or input, 3 credentials or
-    configuration, 4 the job stopped on an error (a file it cannot write), 130 interrupted.
+    configuration, 4 the job stopped on an error (a file it cannot write, Redis gone),
+    130 interrupted.
     """
     if sandbox and base_url is not None:
         raise click.UsageError("give --sandbox or --base-url, not both")
@@ -536,4 +585,9 @@ def enroll_command(
         ),
     )
     job = _FileJob(console, source, results, errors_path, Tally(total=total), options)
-    raise SystemExit(asyncio.run(job.run(target)))
+    try:
+        code = asyncio.run(job.run(target))
+    except KeyboardInterrupt:  # before the job's own handler took over, or after
+        click.echo("Interrupted: rerun the same command to resume.", err=True)
+        code = EXIT_INTERRUPTED
+    raise SystemExit(code)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -108,6 +109,24 @@ def _csv_problem(error: csv.Error) -> str:
     return f"is not valid CSV ({error})"
 
 
+_DATA_LIKE = re.compile(r"[0-9]{3}|@")
+"""Three digits in a row (a card number, a CVV, a phone) or an ``@`` (an email): data, which
+no column name of ours holds."""
+_NO_HEADER = (
+    "{path}: its first line looks like a record, not a header row (it holds a number or an "
+    "email address; not shown here): start the file with a header row naming the columns "
+    f"({','.join(RECORD_FIELDS)})"
+)
+
+
+def _looks_like_a_record(header: Sequence[str]) -> bool:
+    """The first line of a CSV holds cardholder data: the header row is missing.
+
+    Then no cell of it may be echoed in an error: it may be a card number or a CVV.
+    """
+    return any(_DATA_LIKE.search(cell) for cell in header)
+
+
 def _has_surrogates(text: str) -> bool:
     """Undecodable bytes, kept by ``surrogateescape`` so that one bad row does not end the file."""
     return any("\udc80" <= char <= "\udcff" for char in text)
@@ -156,10 +175,11 @@ class InputFile:
         if unknown:
             raise InputError(f"--map names columns {unknown} that are not in the header of {path}")
         missing = [by_field[field] for field in REQUIRED_FIELDS if by_field[field] not in header]
+        if missing and _looks_like_a_record(header):
+            raise InputError(_NO_HEADER.format(path=path))
         if missing:
             raise InputError(
-                f"{path} has no column {', '.join(repr(c) for c in missing)} "
-                f"(its header: {', '.join(repr(c) for c in header)}); "
+                f"{path} has no column {', '.join(repr(c) for c in missing)} in its header row; "
                 "rename the columns or map them with --map COLUMN=FIELD"
             )
         return cls(
@@ -180,6 +200,8 @@ class InputFile:
         if any(_has_surrogates(column) for column in header):
             raise InputError(f"{path}: the header row is not UTF-8 text; save the file as UTF-8")
         duplicated = sorted({column for column in header if header.count(column) > 1})
+        if duplicated and _looks_like_a_record(header):
+            raise InputError(_NO_HEADER.format(path=path))
         if duplicated:
             raise InputError(f"{path}: the header repeats the column(s) {duplicated}")
         return header

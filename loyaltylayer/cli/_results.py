@@ -39,7 +39,7 @@ from .._errors import (
     ValidationError,
 )
 from .._json import encode_compact
-from ._files import free_name, open_private, set_aside, write_error
+from ._files import append_private, free_name, set_aside, write_error
 
 __all__ = [
     "INVALID_RECORD",
@@ -344,13 +344,13 @@ class ResultsFile(EnrollCheckpoint):
             if self.start_over is not None:
                 set_aside(self.path, self.start_over.kept_as)
             if not self.resumed:
-                self._file = open_private(self.path, append=True)
+                self._file = append_private(self.path)
                 self._write({"format": _FORMAT} | attrs.asdict(self.job))
                 return
             with self.path.open("rb") as stream:
                 stream.seek(-1, 2)
                 torn = stream.read(1) != b"\n"
-            self._file = open_private(self.path, append=True)
+            self._file = append_private(self.path)
             if torn:
                 self._file.write("\n")
             self._write({"run_started_at": _now(), "input": self._input})

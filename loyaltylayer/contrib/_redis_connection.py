@@ -17,7 +17,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._errors import EventLoopError, LoyaltyLayerError
+from .._errors import ConfigurationError, EventLoopError, LoyaltyLayerError
 from .._loops import LoopBound, leave_open
 
 __all__ = ["UNAVAILABLE", "RedisClients", "RedisUnavailableError", "describe", "open_client"]
@@ -32,6 +32,9 @@ class RedisUnavailableError(LoyaltyLayerError):
     ``server`` names it (``redis://host:port/db``) without any credentials.
     """
 
+    retryable = True
+    """The same request may go through once the server is back: it never reached the API."""
+
     def __init__(self, server: str, reason: BaseException) -> None:
         self.server = server
         super().__init__(f"Redis at {server} is unavailable: {reason}")
@@ -41,9 +44,16 @@ def open_client(url: str) -> aioredis.Redis:
     """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``), connecting lazily.
 
     Timeouts are set so a silent server fails a request within seconds instead of hanging every
-    worker that waits for a lease.
+    worker that waits for a lease. A URL redis-py cannot read is a :class:`ConfigurationError`
+    that does not repeat it, nor redis-py's reason (which may quote the password as a port).
     """
-    return aioredis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=5.0)
+    try:
+        return aioredis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=5.0)
+    except ValueError:
+        raise ConfigurationError(
+            "the Redis URL is not valid (it is not shown: it may hold a password); expected "
+            "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
+        ) from None
 
 
 def describe(client: aioredis.Redis) -> str:
