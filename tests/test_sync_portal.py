@@ -456,7 +456,7 @@ def test_a_client_dropped_while_the_portal_is_stopped_is_closed_when_it_starts(
 ) -> None:
     client = ll.LoyaltyLayer("sandbox-client", "sandbox-secret", sandbox_url, rate_limit=None)
     client.cards.encryption_keys()
-    session = client._async._transport._session
+    session = client._async._transport._sessions.held
     assert session is not None
     ll.shutdown_portal()  # as a pre-fork server's parent does
     del client
