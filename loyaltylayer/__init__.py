@@ -18,6 +18,7 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetExhaustedError,
     ClientClosedError,
     ConfigurationError,
     ConflictError,
@@ -52,7 +53,7 @@ from ._models import (
     UnknownPass,
 )
 from ._portal import SyncInAsyncWarning, shutdown_portal
-from ._ratelimit import Limiter, RateLimit
+from ._ratelimit import Limiter, LimiterStats, RateLimit
 from ._tokencache import TokenCache
 from ._version import __version__
 
@@ -82,6 +83,7 @@ __all__ = [
     "BadRequestError",
     "BatchItem",
     "BatchResult",
+    "BudgetExhaustedError",
     "Card",
     "CardToken",
     "Cards",
@@ -101,6 +103,7 @@ __all__ = [
     "HolderUpdate",
     "IdempotencyKeyReusedError",
     "Limiter",
+    "LimiterStats",
     "LoungeKeyPass",
     "LoyaltyLayer",
     "LoyaltyLayerError",

@@ -11,13 +11,18 @@ to a typed error, and for an error the retry decision: a 429 pauses every call o
 as long as the server said, and backoff's loop either gives up or waits (see :func:`_waits`)
 before the next attempt.
 
-The overall ``deadline`` counts from the call's first lease, not from the call: a thousand
-calls gathered at once do not time out merely for queueing for the rate limiter.
+A call is ``interactive`` (someone waits for it) or ``batch`` (:data:`~._ratelimit.Priority`).
+The overall ``deadline`` of an interactive call counts from the call, queueing included: a call
+that cannot get a lease in time fails at once, unsent, with :class:`BudgetExhaustedError`. A
+batch call's deadline counts from its first lease, so a thousand calls gathered at once do not
+time out merely for queueing for the rate limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import email.utils
 import functools
 import json
@@ -27,7 +32,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, TypeGuard
 
 import aiohttp
@@ -39,6 +44,7 @@ from ._errors import (
     APIError,
     APITimeoutError,
     AuthenticationError,
+    BudgetExhaustedError,
     ClientClosedError,
     LoyaltyLayerError,
     RateLimitError,
@@ -49,11 +55,20 @@ from ._errors import (
 from ._graveyard import bury
 from ._json import encode_compact
 from ._logging import logger
-from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
+from ._ratelimit import (
+    LeasePriority,
+    Limiter,
+    Priority,
+    RateLimit,
+    UnlimitedLimiter,
+    origin_of,
+    server_budget,
+    shared_limiter,
+)
 from ._tokencache import TokenCache
 from ._version import __version__
 
-__all__ = ["Response", "Transport", "new_idempotency_key"]
+__all__ = ["Response", "Transport", "calls_as", "new_idempotency_key"]
 
 _DEFAULT_RETRY_AFTER = 60.0
 _IN_PROGRESS_WAIT = 0.5
@@ -115,14 +130,36 @@ def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
 
 @attrs.frozen(kw_only=True)
 class RequestOptions:
-    """How a call is sent: each attempt's timeout, how often it is retried, and its deadline."""
+    """How a call is sent: each attempt's timeout, how often it is retried, its deadline and
+    its priority."""
 
     timeout: float
     """Seconds one attempt may take, from its send to the end of its reply."""
     max_retries: int
     """Attempts after the first one that fails retryably."""
     deadline: float | None
-    """Seconds from the call's first lease to its end, every retry included; ``None``: no limit."""
+    """Seconds the call may take, every retry included; ``None``: no limit. An interactive
+    call counts them from the call (queueing for the rate limiter included), a batch call from
+    its first lease."""
+    priority: Priority = "interactive"
+    """Interactive calls take the next free lease ahead of every queued batch call."""
+
+
+_CALLS_AS: contextvars.ContextVar[Priority | None] = contextvars.ContextVar(
+    "loyaltylayer_calls_as", default=None
+)
+
+
+@contextlib.contextmanager
+def calls_as(priority: Priority) -> Iterator[None]:
+    """Every call started inside (and in tasks started inside) has ``priority``, whatever its
+    options say: the enrollment engine's calls and ``batch_create``'s chunks are batch calls,
+    made through the same public methods as a user's interactive ones."""
+    token = _CALLS_AS.set(priority)
+    try:
+        yield
+    finally:
+        _CALLS_AS.reset(token)
 
 
 @attrs.define(kw_only=True)
@@ -136,11 +173,12 @@ class _Call:
     idempotency_key: str | None
     correlation_id: str
     authenticated: bool
-    priority: bool
+    priority: LeasePriority
     options: RequestOptions
     attempts: int = 0
     deadline_at: float | None = None
-    """Loop time the call must end by; set when its first attempt gets its lease."""
+    """Loop time the call must end by; set when the call starts (interactive) or when its first
+    attempt gets its lease."""
     out_of_time: bool = False
     """Set when the deadline ended the call: no retry can follow."""
 
@@ -236,6 +274,11 @@ class Transport:
         return f"<Transport base_url={self.base_url!r} client_id={self._client_id!r}>"
 
     @property
+    def options(self) -> RequestOptions:
+        """How this client's calls are sent, unless a call says otherwise."""
+        return self._options
+
+    @property
     def limiter(self) -> Limiter:
         """The limiter pacing this client (made on first use, on the running loop)."""
         if self._limiter is None:
@@ -255,12 +298,17 @@ class Transport:
         body: Any = None,
         idempotency_key: str | None = None,
         authenticated: bool = True,
-        priority: bool = False,
+        token_request: bool = False,
         base_url: str | None = None,
     ) -> Response:
-        """Send one logical request, retried as the policy allows; raise the typed error."""
+        """Send one logical request, retried as the policy allows; raise the typed error.
+
+        ``token_request`` puts it ahead of every other call waiting for a lease.
+        """
         if self._closed:
             raise ClientClosedError("this client is closed")
+        options = self._options
+        priority: LeasePriority = "token" if token_request else _CALLS_AS.get() or options.priority
         call = _Call(
             method=method,
             url=(base_url or self.base_url) + path,
@@ -270,8 +318,10 @@ class Transport:
             correlation_id=_new_correlation_id(),
             authenticated=authenticated,
             priority=priority,
-            options=self._options,
+            options=options,
         )
+        if priority == "interactive" and options.deadline is not None:
+            call.deadline_at = asyncio.get_running_loop().time() + options.deadline
         try:
             return await self._attempt(call)
         except LoyaltyLayerError as error:
@@ -285,11 +335,14 @@ class Transport:
         replaced, and the attempt made again, once."""
         # Before the token: in a forked child, this also drops the parent's token refresh.
         session = self._session_for_loop()
-        token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
-        async with self.limiter.lease(priority=call.priority):
+        token = (self._auth.current() or await self._token(call)) if call.authenticated else None
+        async with self._lease(call):
             if call.deadline_at is None and call.options.deadline is not None:
                 call.deadline_at = asyncio.get_running_loop().time() + call.options.deadline
             status, headers, raw = await self._send(call, session, token)
+            budget = server_budget(headers)
+            if budget is not None:
+                await self.limiter.observe(budget)
         try:
             return self._map(call, status, headers, raw)
         except AuthenticationError as error:
@@ -298,6 +351,28 @@ class Transport:
         logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
         await self._auth.invalidate(token)
         return await self._attempt(call, fresh_token=True)
+
+    async def _token(self, call: _Call) -> str:
+        """A token for an attempt of ``call``; an interactive call waits no longer than its
+        deadline for it."""
+        if call.priority != "interactive" or call.deadline_at is None:
+            return await self._auth.token()
+        try:
+            async with asyncio.timeout_at(call.deadline_at) as deadline:
+                return await self._auth.token()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise self._deadline_error(call) from None
+
+    def _lease(self, call: _Call) -> contextlib.AbstractAsyncContextManager[None]:
+        """The lease of an attempt of ``call``: an interactive call's may wait only until its
+        deadline, and fails at once when the limiter can tell it would wait longer."""
+        max_wait = None
+        if call.priority == "interactive" and call.deadline_at is not None:
+            max_wait = max(0.0, call.deadline_at - asyncio.get_running_loop().time())
+        lease = self.limiter.lease(priority=call.priority, max_wait=max_wait)
+        return lease if max_wait is None else _BoundedLease(self, call, lease)
 
     async def _retry(self, call: _Call, failure: LoyaltyLayerError) -> Response:
         """The retry decision for ``failure`` and every later failure of the call, made in
@@ -348,7 +423,7 @@ class Transport:
         error = details["exception"]
         if not _is_own(error, call):
             return
-        if isinstance(error, RateLimitError):
+        if isinstance(error, RateLimitError) and not isinstance(error, BudgetExhaustedError):
             retry_after = error.retry_after or _DEFAULT_RETRY_AFTER
             logger.warning(
                 "server rate limit hit: every request paused for %.0f s (%s)",
@@ -506,7 +581,7 @@ class Transport:
                 "grant_type": "client_credentials",
             },
             authenticated=False,
-            priority=True,
+            token_request=True,
             base_url=self.auth_url,
         )
         data = response.data
@@ -527,6 +602,42 @@ class Transport:
         ):
             expires_in = 1800
         return IssuedToken(access_token=token, expires_in=float(expires_in))
+
+
+class _BoundedLease:
+    """A lease whose ``BudgetExhaustedError`` names the call it was for, and ends it."""
+
+    __slots__ = ("_call", "_lease", "_transport")
+
+    def __init__(
+        self,
+        transport: Transport,
+        call: _Call,
+        lease: contextlib.AbstractAsyncContextManager[None],
+    ) -> None:
+        self._transport = transport
+        self._call = call
+        self._lease = lease
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._lease.__aenter__()
+        except BudgetExhaustedError as error:
+            call = self._call
+            call.out_of_time = True
+            logger.info(
+                "%s %s: no lease before the deadline, about %.3f s away (%s)",
+                call.method,
+                call.path,
+                error.retry_after or 0.0,
+                call.correlation_id,
+            )
+            raise BudgetExhaustedError(
+                retry_after=error.retry_after or 0.0, **call.context()
+            ) from None
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._lease.__aexit__(*exc_info)
 
 
 _NOT_JSON = object()

@@ -22,7 +22,7 @@ from .._config import (
 from .._errors import ConfigurationError
 from .._logging import configure_from_env
 from .._models import check_id, raise_if_invalid
-from .._ratelimit import Limiter, RateLimit
+from .._ratelimit import Limiter, Priority, RateLimit
 from .._tokencache import TokenCache
 from .._transport import RequestOptions, Transport
 
@@ -46,6 +46,12 @@ class AsyncLoyaltyLayer:
 
     A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
     open, unless ``close_limiter=True`` hands it to this client.
+
+    ``priority`` is that of the client's calls: ``"interactive"`` (someone waits for them)
+    take the next free lease ahead of every queued ``"batch"`` call, and their ``deadline``
+    counts from the call, queueing included: a call that cannot get a lease in time fails at
+    once, unsent, with :class:`BudgetExhaustedError`. Batch calls (``enroll()`` and
+    ``batch_create``'s chunks always are) count their deadline from their first lease.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class AsyncLoyaltyLayer:
         token_cache: TokenCache | None = None,
         close_limiter: bool = False,
         session: aiohttp.ClientSession | None = None,
+        priority: Priority = "interactive",
     ) -> None:
         errors: dict[str, str] = {}
         check_id(errors, "client_id", client_id)
@@ -79,6 +86,8 @@ class AsyncLoyaltyLayer:
             errors["close_limiter"] = "must be True or False"
         elif close_limiter and not isinstance(rate_limit, Limiter):
             errors["close_limiter"] = "is for a limiter given as rate_limit"
+        if priority not in ("interactive", "batch"):
+            errors["priority"] = 'must be "interactive" or "batch"'
         raise_if_invalid(errors)
         base_url = check_url("base_url", base_url)
         configure_from_env()
@@ -88,7 +97,10 @@ class AsyncLoyaltyLayer:
             client_id=client_id,
             client_secret=client_secret,
             options=RequestOptions(
-                timeout=float(timeout), max_retries=max_retries, deadline=deadline
+                timeout=float(timeout),
+                max_retries=max_retries,
+                deadline=deadline,
+                priority=priority,
             ),
             rate_limit=rate_limit,
             close_limiter=close_limiter,
@@ -149,7 +161,8 @@ class AsyncLoyaltyLayer:
 
     @property
     def limiter(self) -> Limiter:
-        """The rate limiter pacing this client (for progress displays)."""
+        """The rate limiter pacing this client: its ``stats`` (waiting, in use, blocked for)
+        tell an app when to shed load. Available before the first call."""
         return self._transport.limiter
 
     @property

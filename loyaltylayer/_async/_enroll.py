@@ -50,6 +50,7 @@ from .._models import PassRequest
 from .._ratelimit import RateLimit
 from .._rules import MAX_BATCH
 from .._seen import SeenKeys
+from .._transport import calls_as
 from ._resources import AsyncCards, AsyncPasses
 
 __all__ = ["run_enrollment"]
@@ -211,12 +212,12 @@ class _Pipeline:
         self._sending = 0
 
     async def run(self, records: RecordSource) -> None:
+        # Every request of the job is a batch call: an interactive call of the same budget
+        # (a web handler's) takes the next free lease ahead of it. This runs in a task of its
+        # own, so the consumer's calls stay as they are.
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(records))
-                for _ in range(self._concurrency):
-                    group.create_task(self._tokenizer())
-                group.create_task(self._batcher(group))
+            with calls_as("batch"):
+                await self._run_stages(records)
         except BaseExceptionGroup as failure:
             # The first stage to fail has the cause; any other that failed before it could be
             # cancelled mostly met the same one.
@@ -224,6 +225,13 @@ class _Pipeline:
             raise EnrollmentError(
                 f"the enrollment job stopped: {type(cause).__name__}: {cause}"
             ) from cause
+
+    async def _run_stages(self, records: RecordSource) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._read(records))
+            for _ in range(self._concurrency):
+                group.create_task(self._tokenizer())
+            group.create_task(self._batcher(group))
 
     def _changed(self) -> None:
         self._ready.put_nowait(_WAKE)

@@ -38,7 +38,7 @@ from .._models import (
     check_reference_and_metadata,
     raise_if_invalid,
 )
-from .._transport import Response, Transport, new_idempotency_key
+from .._transport import Response, Transport, calls_as, new_idempotency_key
 
 if TYPE_CHECKING:
     from joserfc.jwk import RSAKey
@@ -203,6 +203,7 @@ class AsyncPasses:
         Every item gets its own idempotency key (generated unless the request has one), so a
         retried chunk never makes a second pass. Items come back in input order, each created
         or failed with its typed error; a chunk that fails as a whole fails each of its items.
+        The chunks are batch calls: an interactive call of the same budget goes ahead of them.
         """
         items = list(requests)
         errors: dict[str, str] = {}
@@ -217,7 +218,10 @@ class AsyncPasses:
         chunks = [
             range(start, min(start + size, len(items))) for start in range(0, len(items), size)
         ]
-        results = await asyncio.gather(*(self._send_chunk(items, keys, chunk) for chunk in chunks))
+        with calls_as("batch"):
+            results = await asyncio.gather(
+                *(self._send_chunk(items, keys, chunk) for chunk in chunks)
+            )
         return BatchResult(items=[item for chunk_items in results for item in chunk_items])
 
     async def _send_chunk(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .. import _portal
 from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer
-from .._ratelimit import Limiter, RateLimit
+from .._ratelimit import Limiter, Priority, RateLimit
 from .._tokencache import TokenCache
 from ._resources import Cards, Passes
 
@@ -30,6 +30,12 @@ class LoyaltyLayer:
 
     A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
     open, unless ``close_limiter=True`` hands it to this client.
+
+    ``priority`` is that of the client's calls: ``"interactive"`` (someone waits for them)
+    take the next free lease ahead of every queued ``"batch"`` call, and their ``deadline``
+    counts from the call, queueing included: a call that cannot get a lease in time fails at
+    once, unsent, with :class:`BudgetExhaustedError`. Batch calls (``enroll()`` and
+    ``batch_create``'s chunks always are) count their deadline from their first lease.
     """
 
     _async: AsyncLoyaltyLayer
@@ -57,6 +63,7 @@ class LoyaltyLayer:
         deadline: float | None = 300.0,
         token_cache: TokenCache | None = None,
         close_limiter: bool = False,
+        priority: Priority = "interactive",
     ) -> None:
         self._async = AsyncLoyaltyLayer(
             client_id=client_id,
@@ -69,6 +76,7 @@ class LoyaltyLayer:
             deadline=deadline,
             token_cache=token_cache,
             close_limiter=close_limiter,
+            priority=priority,
         )
         _portal.track(self, self._async)
 
@@ -97,7 +105,8 @@ class LoyaltyLayer:
 
     @property
     def limiter(self) -> Limiter:
-        """The rate limiter pacing this client (for progress displays)."""
+        """The rate limiter pacing this client: its ``stats`` (waiting, in use, blocked for)
+        tell an app when to shed load. Available before the first call."""
         return self._async.limiter
 
     @property
