@@ -41,6 +41,8 @@ import attrs
 from ._errors import BudgetExhaustedError
 
 __all__ = [
+    "PROBE_FIRST",
+    "PROBE_LONGEST",
     "LeaseLimiter",
     "LeasePriority",
     "Limiter",
@@ -69,9 +71,9 @@ _NS_PER_S = 1_000_000_000
 _NS_PER_US = 1_000
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-_PROBE_BASE = 4
+PROBE_FIRST = 4
 """Windows an adapted limit waits before it first probes one lease higher."""
-_PROBE_MAX = 64
+PROBE_LONGEST = 64
 """The longest wait between probes, in windows: each probe that ends in a 429 doubles it."""
 
 
@@ -437,7 +439,7 @@ class _LeasePool(_Gate):
         self._hold_ns = _seconds_to_ns(config.hold)
         self._limit = self._ceiling = config.requests
         self._step = 1
-        self._interval = _PROBE_BASE
+        self._interval = PROBE_FIRST
         self._probe_at: int | None = None
         self._probing = False
         """A probe raised the limit and no 429 has come since."""
@@ -683,7 +685,7 @@ class _LeasePool(_Gate):
         """The server allows only ``limit`` of ours: keep to it, and probe up after a while
         (twice as long a while after a probe that ended like this)."""
         if self._probing:
-            self._interval = min(_PROBE_MAX, self._interval * 2)
+            self._interval = min(PROBE_LONGEST, self._interval * 2)
         self._limit = min(self._limit, limit)
         self._step = 1
         self._probing = False
@@ -692,7 +694,7 @@ class _LeasePool(_Gate):
     def _probe(self, now: int) -> None:
         """One lease more, or twice the last raise when that one passed without a 429."""
         if self._probing:
-            self._interval = max(_PROBE_BASE, self._interval // 2)
+            self._interval = max(PROBE_FIRST, self._interval // 2)
             self._step *= 2
         if self._limit >= self._ceiling:
             self._probe_at = None

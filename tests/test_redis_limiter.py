@@ -64,7 +64,7 @@ async def use_leases(
 ) -> None:
     """One caller that sends requests back to back, each taking up to ``max_latency``."""
     while True:
-        async with limiter.lease():
+        async with limiter.lease(priority="batch"):
             granted = await redis_now(clock)
             await asyncio.sleep(random.uniform(0.0, max_latency))
             released = await redis_now(clock)
@@ -213,7 +213,7 @@ async def busy_batch(limiter: RedisRateLimiter, clock: aioredis.Redis) -> Any:
     normal: list[Lease] = []
 
     async def long_request() -> None:
-        async with limiter.lease():
+        async with limiter.lease(priority="batch"):
             await asyncio.sleep(3.0)
 
     tasks = [asyncio.create_task(long_request())]
@@ -228,7 +228,7 @@ async def test_priority_takes_the_next_free_lease_before_queued_calls(
     batch, token = make_limiter(requests=2), make_limiter(requests=2)
     tasks, normal = await busy_batch(batch, redis)
     asked = await redis_now(redis)
-    async with token.lease(priority=True):
+    async with token.lease(priority="token"):
         granted = await redis_now(redis)
     assert granted - asked >= HOLD - 0.05
     assert all(start > granted for start, _ in normal if start > asked)
@@ -249,7 +249,7 @@ async def test_a_vanished_priority_waiter_holds_back_normal_calls_only_briefly(
     asked = await redis_now(redis)
 
     async def fetch_token() -> None:
-        async with token.lease(priority=True):
+        async with token.lease(priority="token"):
             pass
 
     waiter = asyncio.create_task(fetch_token())
