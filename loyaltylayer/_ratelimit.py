@@ -488,13 +488,15 @@ class _LeasePool(_Gate):
             if max_wait is None:
                 await waiter.future
             else:
-                try:
-                    async with asyncio.timeout(max_wait):
-                        await waiter.future
-                except TimeoutError:
+                # Not a timeout around the future: that would cancel it, and a lease that frees
+                # at this very instant (its timer not run yet) would pass it by.
+                await asyncio.wait((waiter.future,), timeout=max_wait)
+                if not waiter.granted:
                     with self.lock:
-                        left = self._estimate(rank, _now_ns(loop))
-                    raise BudgetExhaustedError(retry_after=left / _NS_PER_S) from None
+                        self._dispatch(loop, _now_ns(loop))
+                        if not waiter.granted:
+                            left = self._estimate(rank, _now_ns(loop))
+                            raise BudgetExhaustedError(retry_after=left / _NS_PER_S)
         except BaseException:
             with self.lock:
                 if waiter.granted:
@@ -517,13 +519,12 @@ class _LeasePool(_Gate):
             if any(self._queues) and not loop.is_closed():
                 self._dispatch(loop, now)
 
+    def _class_limit(self, rank: int) -> int:
+        """Leases a class may have taken in all: batch calls leave the reserve to the others."""
+        return max(1, self._limit - self._reserve) if rank == 2 else self._limit
+
     def _can_take(self, rank: int, now: int) -> bool:
-        if now < self.blocked_until:
-            return False
-        limit = self._limit
-        if rank == 2:  # batch: the reserve is for interactive calls and the token request
-            limit = max(1, limit - self._reserve)
-        return self._taken < limit
+        return now >= self.blocked_until and self._taken < self._class_limit(rank)
 
     def _grant(self, side: _LoopSide) -> None:
         self._taken += 1
@@ -556,7 +557,7 @@ class _LeasePool(_Gate):
         it frees is free again one hold later.
         """
         ahead = sum(len(queue) for queue in self._queues[: rank + 1])
-        limit = self._limit if rank < 2 else max(1, self._limit - self._reserve)
+        limit = self._class_limit(rank)
         need = ahead + 1 - (limit - self._taken)  # leases that must free up first
         at = now
         if need > 0:
@@ -612,11 +613,15 @@ class _LeasePool(_Gate):
         """When a waiter could next be served: a lease frees up, the block ends, or a probe
         raises the limit. ``None`` when no one waits, or when every lease is in flight and no
         probe is due (then the next release dispatches)."""
-        if not any(self._queues):
+        rank = next((rank for rank, queue in enumerate(self._queues) if queue), None)
+        if rank is None:
             return None
-        if self._taken < self._limit:
+        need = self._taken - self._class_limit(rank) + 1  # leases that must free up first
+        if need <= 0:
             return self.blocked_until
-        moments = [m for m in [*self._expiries[:1], self._probe_at] if m is not None]
+        moments = [self._probe_at] if self._probe_at is not None else []
+        if need <= len(self._expiries):
+            moments.append(heapq.nsmallest(need, self._expiries)[-1])
         return max(min(moments), self.blocked_until) if moments else None
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, now: int) -> None:
@@ -708,6 +713,8 @@ class _LeasePool(_Gate):
         loop = self.clock()
         with self.lock:
             now = math.inf if loop is None else _now_ns(loop)
+            if loop is not None:
+                self._reap(now)
             cooled = sum(1 for expiry in self._expiries if expiry <= now)
             return LimiterStats(
                 started=self._started,
