@@ -712,10 +712,10 @@ class _LeasePool(_Gate):
     def stats(self) -> LimiterStats:
         loop = self.clock()
         with self.lock:
-            now = math.inf if loop is None else _now_ns(loop)
             if loop is not None:
-                self._reap(now)
-            cooled = sum(1 for expiry in self._expiries if expiry <= now)
+                self._reap(_now_ns(loop))
+            # A closed loop's leases have all cooled by the time anyone asks.
+            cooled = len(self._expiries) if loop is None else 0
             return LimiterStats(
                 started=self._started,
                 in_flight=self._taken - len(self._expiries),

@@ -1,5 +1,8 @@
 """Making the client a command talks through: from the environment, or the embedded sandbox.
 
+A command's calls are batch calls: a web app's interactive calls on the same budget (one Redis
+limiter) go first.
+
 Credentials come only from the environment (``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``),
 never from flags: flags end up in shell history and process listings.
 """
@@ -74,10 +77,14 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
                     highlight=False,
                 )
                 client = AsyncLoyaltyLayer(
-                    client_id, secret, sandbox.base_url, rate_limit=_rate_limit(target)
+                    client_id,
+                    secret,
+                    sandbox.base_url,
+                    rate_limit=_rate_limit(target),
+                    priority="batch",
                 )
             else:
-                overrides: dict[str, Any] = {"rate_limit": _rate_limit(target)}
+                overrides: dict[str, Any] = {"rate_limit": _rate_limit(target), "priority": "batch"}
                 if target.base_url is not None:
                     overrides["base_url"] = target.base_url
                 client = AsyncLoyaltyLayer.from_env(**overrides)

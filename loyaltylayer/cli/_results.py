@@ -49,6 +49,8 @@ __all__ = [
     "StartOver",
     "describe_error",
     "describe_errors",
+    "progress_of_row",
+    "run_row",
 ]
 
 _FORMAT = "loyaltylayer-results/2"
@@ -144,11 +146,11 @@ def describe_errors(errors: Mapping[str, str]) -> str:
     return "; ".join(f"{column}: {reason}" for column, reason in errors.items())
 
 
-def _is_run_row(row: object) -> bool:
+def run_row(row: object) -> bool:
     return isinstance(row, dict) and "run_started_at" in row
 
 
-def _progress_of_row(row: object) -> EnrollProgress | None:
+def progress_of_row(row: object) -> EnrollProgress | None:
     """Where a record row leaves its record; ``ValueError`` names what is wrong with it."""
     if not isinstance(row, dict):
         raise ValueError("is not a JSON object")
@@ -320,13 +322,13 @@ class ResultsFile(EnrollCheckpoint):
                 continue
             except (ValueError, RecursionError):
                 raise ResultsError(f"{path} line {number}: is not valid JSON") from None
-            if _is_run_row(row):
+            if run_row(row):
                 unreadable = None
                 continue
             if unreadable is not None:
                 break
             try:
-                progress = _progress_of_row(row)
+                progress = progress_of_row(row)
             except ValueError as error:
                 raise ResultsError(f"{path} line {number}: {error}") from None
             if progress is not None:
