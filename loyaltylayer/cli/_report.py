@@ -8,9 +8,8 @@ it may have two passes.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import click
@@ -20,7 +19,7 @@ from rich.text import Text
 
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from ._progress import Tally
-from ._results import INVALID_RECORD, JobInfo, ResultsError, progress_of_row, run_row
+from ._results import INVALID_RECORD, JobInfo, ResultsError, ResultsFile, record_rows
 
 __all__ = ["report_command"]
 
@@ -34,46 +33,16 @@ class _Record:
     replayed: bool = False
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """The record rows of a results file, checked; a row torn by a crash (the last line, or a
-    line just before a later run's first row) is passed over, as a rerun does."""
-    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
-        lines = list(enumerate(stream, start=1))
-    for position, (number, text) in enumerate(lines):
-        if number == 1:
-            continue
-        try:
-            row = json.loads(text)
-        except ValueError:
-            last = position == len(lines) - 1
-            before_run = not last and _is_run_text(lines[position + 1][1])
-            if (last and not text.endswith("\n")) or before_run:
-                continue
-            raise ResultsError(f"{path} line {number}: is not valid JSON") from None
-        if run_row(row):
-            continue
-        try:
-            progress_of_row(row)
-        except ValueError as error:
-            raise ResultsError(f"{path} line {number}: {error}") from None
-        yield number, row
-
-
-def _is_run_text(text: str) -> bool:
-    try:
-        return run_row(json.loads(text))
-    except ValueError:
-        return False
-
-
-def _job_of(path: Path) -> JobInfo:
-    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
-        first = stream.readline()
-    try:
-        row = json.loads(first)
-    except ValueError:
-        raise ResultsError(f"{path} is not a loyaltylayer results file") from None
-    return JobInfo.from_row(path, row)
+def _record(row: dict[str, Any], path: Path) -> _Record:
+    error = row.get("error")
+    error = error if isinstance(error, dict) else {}
+    return _Record(
+        status=str(row["status"]),
+        file=path,
+        retryable=error.get("retryable") is True,
+        invalid=error.get("code") == INVALID_RECORD,
+        replayed=row.get("replayed") is True,
+    )
 
 
 def _merge(paths: tuple[Path, ...]) -> tuple[list[JobInfo], dict[str, _Record], list[str]]:
@@ -81,24 +50,15 @@ def _merge(paths: tuple[Path, ...]) -> tuple[list[JobInfo], dict[str, _Record], 
     records: dict[str, _Record] = {}
     twice: list[str] = []
     for path in paths:
-        job = _job_of(path)
+        with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+            job = JobInfo.from_row(path, ResultsFile.first_row(path, stream.readline()))
+            mine = {str(row["key"]): _record(row, path) for row, _ in record_rows(path, stream)}
         if jobs and (job.plan_id, job.environment) != (jobs[0].plan_id, jobs[0].environment):
             raise ResultsError(
                 f"{path} belongs to another job (plan {job.plan_id!r} at {job.environment!r}, "
                 f"not plan {jobs[0].plan_id!r} at {jobs[0].environment!r})"
             )
         jobs.append(job)
-        mine: dict[str, _Record] = {}
-        for _number, row in _rows(path):
-            error = row.get("error")
-            error = error if isinstance(error, dict) else {}
-            mine[str(row["key"])] = _Record(
-                status=str(row["status"]),
-                file=path,
-                retryable=error.get("retryable") is True,
-                invalid=error.get("code") == INVALID_RECORD,
-                replayed=row.get("replayed") is True,
-            )
         for key, record in mine.items():
             if key in records:
                 twice.append(key)
