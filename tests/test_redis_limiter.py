@@ -21,8 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis_server import free_port
 
-from loyaltylayer._errors import ConfigurationError
-from loyaltylayer._ratelimit import RateLimit
+from loyaltylayer._errors import BudgetExhaustedError, ConfigurationError
+from loyaltylayer._ratelimit import PROBE_FIRST, RateLimit, ServerBudget
 from loyaltylayer.contrib.redis import RedisRateLimiter, RedisUnavailableError
 
 ORIGIN = "https://api.loyaltylayer.test"
@@ -374,3 +374,124 @@ async def test_unreachable_redis_falls_back_to_a_share_of_the_budget(
         async with asyncio.timeout(0.3), limiter.lease():
             pass
     await limiter.aclose()
+
+
+# -- one budget, many users ------------------------------------------------------------------
+
+INTERACTIVE_KEY = f"{{loyaltylayer:{ORIGIN}:443:default}}:interactive"
+ADAPTIVE_KEY = f"{{loyaltylayer:{ORIGIN}:443:default}}:adaptive"
+
+
+async def test_an_interactive_call_in_another_process_goes_ahead_of_queued_batch_calls(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    batch, web = make_limiter(requests=2), make_limiter(requests=2)
+    tasks, normal = await busy_batch(batch, redis)
+    asked = await redis_now(redis)
+    async with web.lease(priority="interactive"):
+        granted = await redis_now(redis)
+    # It waited for the next free lease (one hold), and no batch call took that one first.
+    assert granted - asked <= HOLD + 0.15
+    assert all(start > granted for start, _ in normal if start > asked)
+    assert await redis.exists(INTERACTIVE_KEY) == 0
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_the_reserve_is_for_interactive_calls_only(make_limiter: Any) -> None:
+    batch = make_limiter(requests=3, reserve=1)
+    web = make_limiter(requests=3, reserve=1)
+    for _ in range(2):
+        async with batch.lease(priority="batch"):
+            pass
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1), batch.lease(priority="batch"):
+            pass
+    started = web.stats.started
+    async with asyncio.timeout(0.05), web.lease(priority="interactive"):
+        pass
+    assert web.stats.started == started + 1
+
+
+async def test_a_wait_longer_than_allowed_fails_at_once_with_nothing_taken(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    limiter = make_limiter(requests=2)
+    for _ in range(2):
+        async with limiter.lease(priority="batch"):
+            pass
+    polls, started = limiter.stats.polls, limiter.stats.started
+    with pytest.raises(BudgetExhaustedError) as info:
+        async with limiter.lease(max_wait=0.1):
+            pytest.fail("no lease can come in time")
+    assert limiter.stats.polls == polls + 1  # one look at Redis, no wait
+    assert limiter.stats.started == started
+    assert info.value.retry_after is not None
+    assert 0.1 < info.value.retry_after <= HOLD
+    assert await redis.exists(INTERACTIVE_KEY) == 0  # its claim went with it
+    # Long enough: it waits for the lease.
+    async with limiter.lease(max_wait=HOLD + 0.1):
+        pass
+    # During a block that outlasts the wait, too.
+    await limiter.block(5.0)
+    with pytest.raises(BudgetExhaustedError) as info:
+        async with limiter.lease(max_wait=1.0):
+            pass
+    assert info.value.retry_after == pytest.approx(5.0, abs=0.1)
+    assert limiter.stats.blocked_for == pytest.approx(5.0, abs=0.1)
+
+
+async def test_the_learned_limit_is_shared_and_recovers(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    per = 0.1
+    hold = RateLimit(requests=4, per=per).hold
+    seen, other = make_limiter(requests=4, per=per), make_limiter(requests=4, per=per)
+    for _ in range(4):
+        async with seen.lease(priority="batch"):
+            pass
+    await seen.block(0.05)  # the server allowed 3 of our 4
+    await seen.block(0.05)  # the same block, seen again: no new evidence
+    assert await redis.hget(ADAPTIVE_KEY, "limit") == b"3"
+    await asyncio.sleep(hold + 0.06)  # every lease free, the block over
+    for _ in range(3):
+        async with other.lease(priority="batch"):
+            pass
+    assert other.stats.limit == 3  # the other worker keeps to what the first one learned
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05), other.lease(priority="batch"):
+            pass
+    # One lease more after PROBE_FIRST windows without a 429, then the full budget again.
+    await asyncio.sleep(PROBE_FIRST * hold)
+    async with other.lease(priority="batch"):
+        pass
+    assert other.stats.limit == 4
+
+
+async def test_adaptive_off_keeps_the_configured_limit(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    limiter = make_limiter(requests=4, adaptive=False)
+    for _ in range(4):
+        async with limiter.lease(priority="batch"):
+            pass
+    await limiter.block(0.05)
+    await limiter.observe(ServerBudget(remaining=0, reset=5.0))
+    assert await redis.exists(ADAPTIVE_KEY) == 0
+    assert await limiter.blocked_for() <= 0.05
+
+
+async def test_rate_limit_headers_lower_the_shared_limit_and_pause(
+    make_limiter: Any, redis: aioredis.Redis
+) -> None:
+    limiter = make_limiter(requests=10)
+    async with limiter.lease(priority="batch"):
+        await limiter.observe(ServerBudget(limit=100, remaining=50))
+        assert await redis.exists(ADAPTIVE_KEY) == 0
+        await limiter.observe(ServerBudget(remaining=4))
+    assert await redis.hget(ADAPTIVE_KEY, "limit") == b"5"  # 1 held + 4 remaining
+    await limiter.observe(ServerBudget(limit=3))
+    assert await redis.hget(ADAPTIVE_KEY, "limit") == b"3"
+    await limiter.observe(ServerBudget(remaining=0, reset=2.0))
+    assert await limiter.blocked_for() == pytest.approx(2.0, abs=0.1)

@@ -81,7 +81,7 @@ async def _background(core: Core, request: web.Request) -> web.Response:
         if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
             raise ValueError('send {"requests": N}, N a whole number of requests per window')
         limiter.set_background(requests, core.clock.now())
-    return _json(200, limiter.background())
+    return _json(200, limiter.background(core.clock.now()))
 
 
 async def _reset(core: Core, _request: web.Request) -> web.Response:

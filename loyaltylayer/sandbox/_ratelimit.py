@@ -81,10 +81,12 @@ class RateLimiter:
         """From ``now`` on, the other service sends ``requests`` per window (0: none)."""
         self._catch_up(now)
         self._background = requests
-        self._next_background = None
+        self._next_background = now if requests else None
 
-    def background(self) -> dict[str, object]:
-        """The other service's rate, and how many of its requests were sent and refused."""
+    def background(self, now: float) -> dict[str, object]:
+        """The other service's rate, and how many of its requests were sent and refused by
+        ``now``."""
+        self._catch_up(now)
         return {
             "requests": self._background,
             "key": self._background_key,
