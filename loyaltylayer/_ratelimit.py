@@ -620,7 +620,9 @@ class _LeasePool(_Gate):
         if need <= 0:
             return self.blocked_until
         moments = [self._probe_at] if self._probe_at is not None else []
-        if need <= len(self._expiries):
+        if need == 1 and self._expiries:
+            moments.append(self._expiries[0])
+        elif need <= len(self._expiries):
             moments.append(heapq.nsmallest(need, self._expiries)[-1])
         return max(min(moments), self.blocked_until) if moments else None
 

@@ -55,7 +55,9 @@ async def take(limiter: Limiter, priority: LeasePriority) -> None:
         ({"adaptive": 1}, "RateLimit.adaptive must be True or False"),
     ],
 )
-def test_rate_limit_refuses_a_bad_reserve_or_adaptive(kwargs: dict[str, object], message: str) -> None:
+def test_rate_limit_refuses_a_bad_reserve_or_adaptive(
+    kwargs: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
         RateLimit(**kwargs)  # type: ignore[arg-type]
 

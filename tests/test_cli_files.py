@@ -482,6 +482,7 @@ def test_every_option_is_in_the_resume_command_or_left_out_on_purpose() -> None:
         "--per": "2.0",
         "--concurrency": "3",
         "--max-errors": "4",
+        "--shard": "1/3",
     }
     flags = {"--sandbox"}
     import click

@@ -542,7 +542,10 @@ def enroll_command(
         concurrency=concurrency,
         max_errors=max_errors,
         resume=_resume_command(
-            click.get_current_context(), job_id=results.job.job_id, errors_path=errors_path
+            click.get_current_context(),
+            job_id=results.job.job_id,
+            out=out,
+            errors_path=errors_path,
         ),
     )
     job = _FileJob(console, source, results, errors_path, Tally(total=total), options)

@@ -216,7 +216,7 @@ async def test_background_needs_rate_limiting_on(make: object) -> None:
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_background_rate_is_checked(bad: object) -> None:
-    with pytest.raises(ValueError, match="SandboxConfig.background_rate must be a whole number"):
+    with pytest.raises(ValueError, match=r"SandboxConfig\.background_rate must be a whole number"):
         SandboxConfig(background_rate=bad)  # type: ignore[arg-type]
 
 
@@ -229,7 +229,12 @@ async def test_no_rate_limit_headers_unless_asked(make: object) -> None:
 @pytest.mark.parametrize("kind", ["fixed", "sliding"])
 async def test_rate_limit_headers_say_what_is_left(make: object, kind: str) -> None:
     api = await make(  # type: ignore[operator]
-        rate_key="ip", rate_limit=3, rate_window=10.0, window_kind=kind, block=30.0, rate_headers=True
+        rate_key="ip",
+        rate_limit=3,
+        rate_window=10.0,
+        window_kind=kind,
+        block=30.0,
+        rate_headers=True,
     )
     _align(api, 10.0, at=4.0)
     token = await api.token()
