@@ -664,9 +664,11 @@ class _LeasePool(_Gate):
             now = _now_ns(loop)
             self._reap(now)
             if self._adaptive and now >= self.blocked_until:
-                # A 429 outside a known block: the server counted more than it allows, and
-                # never more than the leases held now were ours.
-                self._lower(max(1, self._taken - 1), now, until)
+                # A 429 outside a known block: the server counted more than it allows. Of
+                # ours, it can have counted before the refused request at most the requests
+                # answered by now (those still in flight were mostly sent after it, as in the
+                # burst that follows a block), less the refused one itself.
+                self._lower(max(1, len(self._expiries) - 1), now, until)
             self.blocked_until = max(self.blocked_until, until)
             self._dispatch(loop, now)
 

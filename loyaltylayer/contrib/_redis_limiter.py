@@ -175,14 +175,15 @@ _BLOCK = (
     + """
 -- KEYS: blocked, leases, adaptive limit. ARGV: us from now, adaptive (1/0), ceiling, hold us,
 -- first and longest probe interval. A shorter block never shortens a longer one.
--- A 429 outside a known block means the server counted more than it allows, and never more
--- than the leases held now were ours: the shared limit drops below them.
+-- A 429 outside a known block means the server counted more than it allows. Of ours, it can
+-- have counted before the refused request at most the requests answered by now (a lease in
+-- flight is scored past now + hold), less the refused one: the shared limit drops to that.
 local ends = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[2] == '1' and now >= current then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local held = redis.call('ZCARD', KEYS[2])
-  lower(KEYS[3], math.max(1, held - 1), ends, tonumber(ARGV[3]), tonumber(ARGV[4]),
+  local answered = redis.call('ZCOUNT', KEYS[2], '-inf', now + tonumber(ARGV[4]))
+  lower(KEYS[3], math.max(1, answered - 1), ends, tonumber(ARGV[3]), tonumber(ARGV[4]),
     tonumber(ARGV[5]), tonumber(ARGV[6]))
 end
 if ends > current then
