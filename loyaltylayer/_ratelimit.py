@@ -145,6 +145,8 @@ class LimiterStats:
     """
 
     started: int = 0
+    interactive_started: int = 0
+    """Of ``started``, the leases of interactive calls and token requests."""
     in_flight: int = 0
     waiting: int = 0
     held: int = 0
@@ -393,11 +395,12 @@ class _LoopSide:
 
 
 class _Waiter:
-    __slots__ = ("future", "granted", "side")
+    __slots__ = ("future", "granted", "rank", "side")
 
-    def __init__(self, future: asyncio.Future[None], side: _LoopSide) -> None:
+    def __init__(self, future: asyncio.Future[None], side: _LoopSide, rank: int) -> None:
         self.future = future
         self.side = side
+        self.rank = rank
         self.granted = False
 
 
@@ -417,9 +420,11 @@ class _LeasePool(_Gate):
 
     __slots__ = (
         "_adaptive",
+        "_batch_paced_until",
         "_ceiling",
         "_expiries",
         "_hold_ns",
+        "_interactive_started",
         "_interval",
         "_limit",
         "_probe_at",
@@ -445,6 +450,8 @@ class _LeasePool(_Gate):
         """A probe raised the limit and no 429 has come since."""
         self._taken = 0
         self._started = 0
+        self._interactive_started = 0
+        self._batch_paced_until = 0
         # When each cooling lease frees up (a heap; in-flight leases are not in it).
         self._expiries: list[int] = []
         # Ordered sets of waiters per class: FIFO, and O(1) removal of a cancelled one.
@@ -474,13 +481,13 @@ class _LeasePool(_Gate):
             # The fast path is only for an empty queue ahead: a lease that has just expired
             # belongs to the waiters, whose timer may not have run yet.
             if not any(self._queues[: rank + 1]) and self._can_take(rank, now):
-                self._grant(side)
+                self._grant(side, rank, now)
                 return side
             if max_wait is not None:
                 wait_ns = self._estimate(rank, now)
                 if wait_ns > _seconds_to_ns(max_wait):
                     raise BudgetExhaustedError(retry_after=wait_ns / _NS_PER_S)
-            waiter = _Waiter(loop.create_future(), side)
+            waiter = _Waiter(loop.create_future(), side, rank)
             self._queues[rank][waiter] = None
             side.waiting += 1
             self._dispatch(loop, now)
@@ -501,9 +508,7 @@ class _LeasePool(_Gate):
             with self.lock:
                 if waiter.granted:
                     # Granted, but cancelled before it could run: the request was never sent.
-                    self._taken -= 1
-                    self._started -= 1
-                    side.in_flight -= 1
+                    self._give_back(waiter)
                 else:
                     self._queues[rank].pop(waiter, None)
                     side.waiting -= 1
@@ -524,12 +529,31 @@ class _LeasePool(_Gate):
         return max(1, self._limit - self._reserve) if rank == 2 else self._limit
 
     def _can_take(self, rank: int, now: int) -> bool:
+        if rank == 2 and now < self._batch_paced_until:
+            return False
         return now >= self.blocked_until and self._taken < self._class_limit(rank)
 
-    def _grant(self, side: _LoopSide) -> None:
+    def _grant(self, side: _LoopSide, rank: int, now: int) -> None:
         self._taken += 1
         self._started += 1
+        self._interactive_started += rank < 2
         side.in_flight += 1
+        if self._taken >= self._class_limit(2):
+            # The budget is in full use: batch calls now go at most one per hold / limit, less
+            # one for each other call, so that the leases free up evenly and an interactive
+            # call waits at most for the next one (leases free up one hold after they were
+            # taken, so a burst, once in a budget used to the full, would leave a hole in
+            # every later window).
+            spacing = self._hold_ns // self._limit
+            start = now if rank == 2 else max(now, self._batch_paced_until)
+            self._batch_paced_until = start + spacing
+
+    def _give_back(self, waiter: _Waiter) -> None:
+        """Undo the grant of a lease whose request was never sent."""
+        self._taken -= 1
+        self._started -= 1
+        self._interactive_started -= waiter.rank < 2
+        waiter.side.in_flight -= 1
 
     def _reap(self, now: int) -> None:
         while self._expiries and self._expiries[0] <= now:
@@ -586,7 +610,7 @@ class _LeasePool(_Gate):
                     # Cancelled a moment ago; its task has not yet run to remove itself.
                     continue
                 waiter.granted = True
-                self._grant(side)
+                self._grant(side, rank, now)
                 if side.loop_ref() is loop:
                     waiter.future.set_result(None)
                 else:
@@ -603,9 +627,7 @@ class _LeasePool(_Gate):
             other.call_soon_threadsafe(_resolve, waiter.future)
         except RuntimeError:  # its loop closed meanwhile: the lease goes back
             waiter.granted = False
-            self._taken -= 1
-            self._started -= 1
-            waiter.side.in_flight -= 1
+            self._give_back(waiter)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -617,14 +639,17 @@ class _LeasePool(_Gate):
         if rank is None:
             return None
         need = self._taken - self._class_limit(rank) + 1  # leases that must free up first
+        opens = self.blocked_until
+        if rank == 2:
+            opens = max(opens, self._batch_paced_until)
         if need <= 0:
-            return self.blocked_until
+            return opens
         moments = [self._probe_at] if self._probe_at is not None else []
         if need == 1 and self._expiries:
             moments.append(self._expiries[0])
         elif need <= len(self._expiries):
             moments.append(heapq.nsmallest(need, self._expiries)[-1])
-        return max(min(moments), self.blocked_until) if moments else None
+        return max(min(moments), opens) if moments else None
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, now: int) -> None:
         """Keep each loop with waiters on a timer at the next moment one could be served."""
@@ -722,6 +747,7 @@ class _LeasePool(_Gate):
             cooled = len(self._expiries) if loop is None else 0
             return LimiterStats(
                 started=self._started,
+                interactive_started=self._interactive_started,
                 in_flight=self._taken - len(self._expiries),
                 waiting=sum(len(queue) for queue in self._queues),
                 held=self._taken - cooled,

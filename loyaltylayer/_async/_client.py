@@ -223,7 +223,7 @@ class AsyncLoyaltyLayer:
             checkpoint=checkpoint,
             concurrency=concurrency,
             max_wait=float(max_wait),
-            rate=self._transport.limiter.config,
+            limiter=self._transport.limiter,
         )
         async with aclosing(outcomes):
             async for outcome in outcomes:

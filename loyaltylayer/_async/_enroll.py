@@ -47,7 +47,7 @@ from .._errors import (
     ValidationError,
 )
 from .._models import PassRequest
-from .._ratelimit import RateLimit
+from .._ratelimit import Limiter
 from .._rules import MAX_BATCH
 from .._seen import SeenKeys
 from .._transport import calls_as
@@ -73,13 +73,22 @@ class _Ramp:
     every request behind it, window after window. Spread at the budget's own pace, each window
     is a steady stream that a pause barely touches. A job that fits in one window is not spread:
     it finishes sooner as a burst, and there is no later window to repeat its shape.
+
+    The pace leaves room for the interactive calls the budget granted since the job began (a
+    web handler's in the same process): the job takes what they leave, so its first window is
+    not crowded into less than a hold, which would leave a hole in every later one.
     """
 
-    def __init__(self, rate: RateLimit | None) -> None:
+    def __init__(self, limiter: Limiter) -> None:
+        rate = limiter.config
+        self._limiter = limiter
         self._budget = 0 if rate is None else rate.requests
-        self._interval = 0.0 if rate is None else rate.per / rate.requests
+        # A lease frees up one hold after its reply: requests spread over one hold, not one
+        # window, come back as the same steady stream in every later window.
+        self._interval = 0.0 if rate is None else rate.hold / rate.requests
         self._turns = 0
         self._start = 0.0
+        self._others_before = 0
         self._lifted = asyncio.Event()
 
     @property
@@ -108,8 +117,10 @@ class _Ramp:
         loop = asyncio.get_running_loop()
         if turn == 0:
             self._start = loop.time()
+            self._others_before = self._limiter.stats.interactive_started
             return
-        delay = self._start + turn * self._interval - loop.time()
+        others = self._limiter.stats.interactive_started - self._others_before
+        delay = self._start + (turn + others) * self._interval - loop.time()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -187,7 +198,7 @@ class _Pipeline:
         checkpoint: EnrollCheckpoint | None,
         concurrency: int,
         max_wait: float,
-        rate: RateLimit | None,
+        limiter: Limiter,
     ) -> None:
         self._cards = cards
         self._passes = passes
@@ -196,7 +207,7 @@ class _Pipeline:
         self._checkpoint = checkpoint
         self._concurrency = concurrency
         self._max_wait = max_wait
-        self._ramp = _Ramp(rate)
+        self._ramp = _Ramp(limiter)
         self._seen = SeenKeys()
         self.outcomes = _Outcomes(concurrency + MAX_BATCH)
         self._to_tokenize: asyncio.Queue[_Work | None] = asyncio.Queue(
@@ -503,7 +514,7 @@ async def run_enrollment(
     checkpoint: EnrollCheckpoint | None,
     concurrency: int,
     max_wait: float,
-    rate: RateLimit | None,
+    limiter: Limiter,
 ) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
     pipeline = _Pipeline(
@@ -514,7 +525,7 @@ async def run_enrollment(
         checkpoint=checkpoint,
         concurrency=concurrency,
         max_wait=max_wait,
-        rate=rate,
+        limiter=limiter,
     )
     runner = asyncio.create_task(pipeline.run(records))
     runner.add_done_callback(lambda _: pipeline.outcomes.end())

@@ -108,7 +108,7 @@ _ACQUIRE = (
     _PRELUDE
     + _ADAPT
     + """
--- KEYS: leases, blocked, token claims, interactive claims, adaptive limit.
+-- KEYS: leases, blocked, token claims, interactive claims, adaptive limit, batch pace.
 -- ARGV: ceiling, class (0 token, 1 interactive, 2 batch), id, in-flight TTL us, hold us,
 --       claim grace us, reserve, adaptive (1/0), first and longest probe interval.
 -- Returns {1, 0, 0, limit, 0} when lease `id` is taken, else {0, us to sleep before asking
@@ -128,10 +128,18 @@ if class == 2 then allowed = math.max(1, limit - reserve) end
 if class >= 1 then allowed = allowed - redis.call('ZCARD', KEYS[3]) end
 if class == 2 then allowed = allowed - redis.call('ZCARD', KEYS[4]) end
 local held = redis.call('ZCARD', KEYS[1])
-if blocked == 0 and held < allowed then
+-- With the budget in full use, batch calls go at most one per hold / limit, so the leases
+-- free up evenly (see loyaltylayer._ratelimit._LeasePool._grant).
+local paced = 0
+if class == 2 then paced = math.max(tonumber(redis.call('GET', KEYS[6]) or '0') - now, 0) end
+if blocked == 0 and paced == 0 and held < allowed then
   redis.call('ZADD', KEYS[1], now + ttl, id)
   expire_with_last(KEYS[1])
   if class < 2 then redis.call('ZREM', KEYS[3 + class], id) end
+  if class == 2 and held + 1 >= allowed then
+    local spacing = math.floor(hold / limit)
+    redis.call('SET', KEYS[6], us(now + spacing), 'PX', math.ceil(spacing / 1000) + 1)
+  end
   return {1, 0, 0, limit, 0}
 end
 -- A lease in flight ends no sooner than now + hold: never sleep past a free slot.
@@ -143,6 +151,7 @@ if need >= 1 and need <= held then
   local nth = redis.call('ZRANGE', KEYS[1], need - 1, need - 1, 'WITHSCORES')
   estimate = math.min(tonumber(nth[2]) - now, hold)
 end
+if held < allowed then sleep = paced end
 if blocked > 0 then
   sleep = blocked
   estimate = math.max(estimate, blocked)
@@ -255,6 +264,7 @@ class _Keys:
     token: str
     interactive: str
     adaptive: str
+    pace: str
 
 
 def _normalize_origin(origin: str) -> str:
@@ -348,6 +358,7 @@ class RedisRateLimiter(Limiter):
         self._blocked_until = 0.0  # time.monotonic() when the block last seen ends
         self._local: Limiter | None = None
         self._started = 0
+        self._interactive_started = 0
         self._in_flight = 0
         self._waiting = 0
         self._polls = 0
@@ -395,6 +406,7 @@ class RedisRateLimiter(Limiter):
     def stats(self) -> RedisLimiterStats:
         return RedisLimiterStats(
             started=self._started,
+            interactive_started=self._interactive_started,
             in_flight=self._in_flight,
             waiting=self._waiting,
             held=self._in_flight,
@@ -409,7 +421,7 @@ class RedisRateLimiter(Limiter):
         """Pace requests to ``origin`` (``scheme://host[:port]`` of the API); returns ``self``.
 
         The keys are ``{loyaltylayer:<origin>:<egress_id>}:leases`` (and ``:blocked``,
-        ``:priority``, ``:interactive``, ``:adaptive``), so two APIs, or two egress IPs, never
+        ``:priority``, ``:interactive``, ``:adaptive``, ``:pace``), so two APIs, or two egress IPs, never
         share a budget. Binding again to the same origin is a no-op; to another one is an error.
         """
         normalized = _normalize_origin(origin)
@@ -422,6 +434,7 @@ class RedisRateLimiter(Limiter):
                 token=f"{tag}:priority",
                 interactive=f"{tag}:interactive",
                 adaptive=f"{tag}:adaptive",
+                pace=f"{tag}:pace",
             )
         elif self._origin != normalized:
             raise ConfigurationError(
@@ -504,6 +517,7 @@ class RedisRateLimiter(Limiter):
                         keys.token,
                         keys.interactive,
                         keys.adaptive,
+                        keys.pace,
                     ],
                     args=args,
                 )
@@ -513,6 +527,7 @@ class RedisRateLimiter(Limiter):
             self._blocked_until = time.monotonic() + blocked_us / _US
             if granted:
                 self._started += 1
+                self._interactive_started += priority != "batch"
                 return
             wait = min(max(sleep_us / _US, _MIN_SLEEP), self._rate.hold)
             if deadline is not None:
