@@ -421,8 +421,9 @@ class RedisRateLimiter(Limiter):
         """Pace requests to ``origin`` (``scheme://host[:port]`` of the API); returns ``self``.
 
         The keys are ``{loyaltylayer:<origin>:<egress_id>}:leases`` (and ``:blocked``,
-        ``:priority``, ``:interactive``, ``:adaptive``, ``:pace``), so two APIs, or two egress IPs, never
-        share a budget. Binding again to the same origin is a no-op; to another one is an error.
+        ``:priority``, ``:interactive``, ``:adaptive``, ``:pace``), so two APIs, or two egress
+        IPs, never share a budget. Binding again to the same origin is a no-op; to another one
+        is an error.
         """
         normalized = _normalize_origin(origin)
         if self._origin is None:
