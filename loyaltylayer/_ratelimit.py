@@ -299,22 +299,31 @@ _STATE_LOCK = _ProcessLock()
 """Guards the swap of a limiter's state for a fresh one, and the shared limiters' registry."""
 
 
+def _reads_the_monotonic_clock(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.time()`` is asyncio's own (``time.monotonic()``), which every such loop of
+    the process shares, whenever it runs."""
+    return type(loop).time is asyncio.BaseEventLoop.time
+
+
 class _Gate:
     """A limiter's state in one process: the server-block barrier, shared by every loop using it.
 
-    Loops that use the state at the same time share it (they read one clock). Loop times of
-    loops that do not run at the same time are not comparable (a virtual clock restarts at 0),
-    so once every loop that used the state has stopped, the next loop starts a fresh one, as
-    does a forked child. The loops are referenced weakly, so a closed loop can go.
+    Loops that use the state at the same time share it (they read one clock). A loop that comes
+    after every loop that used the state has stopped (a second ``asyncio.run``, a one-off loop
+    per request) keeps it too, leases and block, when they all read asyncio's monotonic clock:
+    the server has not forgotten those requests. Otherwise (a virtual clock, which restarts at
+    0 with each test) it starts a fresh state, as a forked child does. The loops are referenced
+    weakly, so a closed loop can go.
     """
 
-    __slots__ = ("_last", "_loops", "_pid", "blocked_until", "lock")
+    __slots__ = ("_last", "_loops", "_monotonic", "_pid", "blocked_until", "lock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.lock = threading.Lock()
         self._pid = os.getpid()
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet([loop])
         self._last = weakref.ref(loop)
+        self._monotonic = _reads_the_monotonic_clock(loop)
         self.blocked_until = _now_ns(loop)
 
     def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -327,25 +336,34 @@ class _Gate:
         if self._pid != os.getpid():
             return False
         if loop not in self._loops:
-            if not any(other.is_running() and not other.is_closed() for other in self._loops):
+            monotonic = _reads_the_monotonic_clock(loop)
+            running = any(other.is_running() and not other.is_closed() for other in self._loops)
+            if not running and not (self._monotonic and monotonic):
                 return False
+            self._monotonic = self._monotonic and monotonic
             self._loops.add(loop)
         self._last = weakref.ref(loop)
         return True
 
-    def clock(self) -> asyncio.AbstractEventLoop | None:
-        """A loop to read the state's clock from, outside any coroutine (for ``stats``)."""
-        return self._last()
+    def now_outside(self) -> int | None:
+        """The state's time read outside any coroutine (for ``stats``): the last loop's, or the
+        monotonic clock once that loop is gone; ``None`` when neither can be read."""
+        loop = self._last()
+        if loop is not None:
+            return _now_ns(loop)
+        return round(time.monotonic() * _NS_PER_S) if self._monotonic else None
 
     def block(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         until = _now_ns(loop) + check_block(seconds)
         with self.lock:
             self.blocked_until = max(self.blocked_until, until)
 
-    def blocked_for(self, loop: asyncio.AbstractEventLoop | None) -> float:
-        if loop is None:
-            return 0.0
-        return max(0, self.blocked_until - _now_ns(loop)) / _NS_PER_S
+    def blocked_for(self, loop: asyncio.AbstractEventLoop) -> float:
+        return self.left_at(_now_ns(loop))
+
+    def left_at(self, now: int | None) -> float:
+        """Seconds of block left at ``now`` (none when the time cannot be read)."""
+        return 0.0 if now is None else max(0, self.blocked_until - now) / _NS_PER_S
 
     async def wait_open(self, loop: asyncio.AbstractEventLoop) -> None:
         # Polled, not an Event: a new 429 can move the deadline later while we sleep.
@@ -395,13 +413,15 @@ class _LoopSide:
 
 
 class _Waiter:
-    __slots__ = ("future", "granted", "rank", "side")
+    __slots__ = ("future", "granted", "held", "rank", "side")
 
     def __init__(self, future: asyncio.Future[None], side: _LoopSide, rank: int) -> None:
         self.future = future
         self.side = side
         self.rank = rank
         self.granted = False
+        self.held = 0
+        """Leases held when this one was granted."""
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -423,6 +443,7 @@ class _LeasePool(_Gate):
         "_batch_paced_until",
         "_ceiling",
         "_expiries",
+        "_held_before_last",
         "_hold_ns",
         "_interactive_started",
         "_interval",
@@ -452,27 +473,30 @@ class _LeasePool(_Gate):
         self._started = 0
         self._interactive_started = 0
         self._batch_paced_until = 0
+        self._held_before_last: int | None = None
         # When each cooling lease frees up (a heap; in-flight leases are not in it).
         self._expiries: list[int] = []
         # Ordered sets of waiters per class: FIFO, and O(1) removal of a cancelled one.
         self._queues: tuple[collections.OrderedDict[_Waiter, None], ...] = tuple(
             collections.OrderedDict() for _ in _CLASSES
         )
-        self._sides: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSide] = (
-            weakref.WeakKeyDictionary()
-        )
+        # By id, not weakly: a loop collected with leases in flight must still give them back.
+        self._sides: dict[int, _LoopSide] = {}
 
     # -- taking and giving back ------------------------------------------------------------
 
     def side(self, loop: asyncio.AbstractEventLoop) -> _LoopSide:
-        side = self._sides.get(loop)
-        if side is None:
-            side = self._sides[loop] = _LoopSide(loop)
+        side = self._sides.get(id(loop))
+        if side is None or side.loop_ref() is not loop:
+            self._reap_loops(_now_ns(loop))
+            side = self._sides[id(loop)] = _LoopSide(loop)
         return side
 
     async def acquire(
         self, loop: asyncio.AbstractEventLoop, priority: LeasePriority, max_wait: float | None
-    ) -> _LoopSide:
+    ) -> tuple[_LoopSide, int]:
+        """Wait for a lease; its loop's side, and how many leases were held when it was granted
+        (what the server may have counted of ours before this request)."""
         rank = _CLASSES.index(priority)
         with self.lock:
             now = _now_ns(loop)
@@ -481,8 +505,9 @@ class _LeasePool(_Gate):
             # The fast path is only for an empty queue ahead: a lease that has just expired
             # belongs to the waiters, whose timer may not have run yet.
             if not any(self._queues[: rank + 1]) and self._can_take(rank, now):
+                held = self._taken
                 self._grant(side, rank, now)
-                return side
+                return side, held
             if max_wait is not None:
                 wait_ns = self._estimate(rank, now)
                 if wait_ns > _seconds_to_ns(max_wait):
@@ -514,13 +539,15 @@ class _LeasePool(_Gate):
                     side.waiting -= 1
                 self._dispatch(loop, _now_ns(loop))
             raise
-        return side
+        return side, waiter.held
 
-    def release(self, loop: asyncio.AbstractEventLoop, side: _LoopSide) -> None:
+    def release(self, loop: asyncio.AbstractEventLoop, side: _LoopSide, held: int) -> None:
+        """A request ended; ``held`` is what :meth:`acquire` said of its lease."""
         with self.lock:
             now = _now_ns(loop)
             heapq.heappush(self._expiries, now + self._hold_ns)
             side.in_flight -= 1
+            self._held_before_last = held
             if any(self._queues) and not loop.is_closed():
                 self._dispatch(loop, now)
 
@@ -562,6 +589,13 @@ class _LeasePool(_Gate):
         if self._probe_at is not None and now >= self._probe_at:
             self._probe(now)
 
+    def _reap_loops(self, now: int) -> None:
+        for key, side in list(self._sides.items()):
+            other = side.loop_ref()
+            if other is None or other.is_closed():
+                self._drop(side, now)
+                del self._sides[key]
+
     def _drop(self, side: _LoopSide, now: int) -> None:
         """A loop closed under its leases: they may have been counted, so they cool from now;
         its waiters can never run."""
@@ -596,10 +630,7 @@ class _LeasePool(_Gate):
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop, now: int) -> None:
         """Grant every free lease to the waiters first in line; call with ``lock`` held."""
-        for other, side in list(self._sides.items()):
-            if other.is_closed():
-                self._drop(side, now)
-                del self._sides[other]
+        self._reap_loops(now)
         self._reap(now)
         for rank, queue in enumerate(self._queues):
             while queue and self._can_take(rank, now):
@@ -610,6 +641,7 @@ class _LeasePool(_Gate):
                     # Cancelled a moment ago; its task has not yet run to remove itself.
                     continue
                 waiter.granted = True
+                waiter.held = self._taken
                 self._grant(side, rank, now)
                 if side.loop_ref() is loop:
                     waiter.future.set_result(None)
@@ -654,9 +686,10 @@ class _LeasePool(_Gate):
     def _schedule(self, loop: asyncio.AbstractEventLoop, now: int) -> None:
         """Keep each loop with waiters on a timer at the next moment one could be served."""
         moment = self._next_moment()
-        for other, side in list(self._sides.items()):
+        for side in list(self._sides.values()):
+            other = side.loop_ref()
             at = moment if side.waiting else None
-            if at == side.timer_at:
+            if at == side.timer_at or other is None:
                 continue
             if other is loop:
                 self._set_timer(loop, side, at)
@@ -676,8 +709,8 @@ class _LeasePool(_Gate):
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         with self.lock:
-            side = self._sides.get(loop)
-            if side is not None:
+            side = self._sides.get(id(loop))
+            if side is not None and side.loop_ref() is loop:
                 side.timer = side.timer_at = None
             self._dispatch(loop, _now_ns(loop))
 
@@ -689,11 +722,14 @@ class _LeasePool(_Gate):
             now = _now_ns(loop)
             self._reap(now)
             if self._adaptive and now >= self.blocked_until:
-                # A 429 outside a known block: the server counted more than it allows. Of
-                # ours, it can have counted before the refused request at most the requests
-                # answered by now (those still in flight were mostly sent after it, as in the
-                # burst that follows a block), less the refused one itself.
-                self._lower(max(1, len(self._expiries) - 1), now, until)
+                # A 429 outside a known block: the server counted more than it allows, and of
+                # ours at most the leases held when the refused request got its lease (its own
+                # was the last given back: nothing runs between its reply and this call).
+                # Not the leases held now: in the burst that follows a block, most were taken
+                # after it.
+                before = self._held_before_last
+                evidence = len(self._expiries) - 1 if before is None else before
+                self._lower(max(1, evidence), now, until)
             self.blocked_until = max(self.blocked_until, until)
             self._dispatch(loop, now)
 
@@ -739,19 +775,19 @@ class _LeasePool(_Gate):
         self._probe_at = now + self._interval * self._hold_ns
 
     def stats(self) -> LimiterStats:
-        loop = self.clock()
+        now = self.now_outside()
         with self.lock:
-            if loop is not None:
-                self._reap(_now_ns(loop))
-            # A closed loop's leases have all cooled by the time anyone asks.
-            cooled = len(self._expiries) if loop is None else 0
+            if now is not None:
+                self._reap(now)
+            # Without a clock to read, the leases cooling then have cooled by now.
+            cooled = len(self._expiries) if now is None else 0
             return LimiterStats(
                 started=self._started,
                 interactive_started=self._interactive_started,
                 in_flight=self._taken - len(self._expiries),
                 waiting=sum(len(queue) for queue in self._queues),
                 held=self._taken - cooled,
-                blocked_for=self.blocked_for(loop),
+                blocked_for=self.left_at(now),
                 limit=self._limit,
             )
 
@@ -833,7 +869,7 @@ class UnlimitedLimiter(_Bound[_Gate], Limiter):
         gate = self._state
         if gate is None or gate._pid != os.getpid():
             return LimiterStats()
-        return LimiterStats(blocked_for=gate.blocked_for(gate.clock()))
+        return LimiterStats(blocked_for=gate.left_at(gate.now_outside()))
 
     def lease(
         self, *, priority: LeasePriority = "interactive", max_wait: float | None = None
@@ -857,7 +893,7 @@ class UnlimitedLimiter(_Bound[_Gate], Limiter):
 class _PoolLease:
     """One attempt's lease (a plain class: this runs once per request, so it must be cheap)."""
 
-    __slots__ = ("_limiter", "_loop", "_max_wait", "_pool", "_priority", "_side")
+    __slots__ = ("_held", "_limiter", "_loop", "_max_wait", "_pool", "_priority", "_side")
 
     def __init__(
         self, limiter: LeaseLimiter, priority: LeasePriority, max_wait: float | None
@@ -868,10 +904,12 @@ class _PoolLease:
 
     async def __aenter__(self) -> None:
         self._loop, self._pool = self._limiter._bind()
-        self._side = await self._pool.acquire(self._loop, self._priority, self._max_wait)
+        self._side, self._held = await self._pool.acquire(
+            self._loop, self._priority, self._max_wait
+        )
 
     async def __aexit__(self, *_: object) -> None:
-        self._pool.release(self._loop, self._side)
+        self._pool.release(self._loop, self._side, self._held)
 
 
 class _GateLease:

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import loyaltylayer as ll
 from loyaltylayer._ratelimit import (
     LeaseLimiter,
     LeasePriority,
@@ -584,22 +585,56 @@ def test_nothing_is_bound_before_first_use() -> None:
     )
 
 
-def test_a_limiter_moves_to_a_new_loop_with_a_fresh_budget() -> None:
-    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0))
+def test_a_limiter_keeps_its_budget_across_loops_of_the_real_clock() -> None:
+    """A second ``asyncio.run`` (a one-off loop per request, as asgiref makes) reads the same
+    monotonic clock: the server has not forgotten the first loop's requests, nor its block."""
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
     unlimited = UnlimitedLimiter()
 
-    async def use() -> float:
+    async def first() -> None:
         async with limiter.lease(), unlimited.lease():
             pass
         await limiter.block(3600.0)
         await unlimited.block(3600.0)
+
+    async def second() -> tuple[float, float, float | None]:
+        with pytest.raises(ll.BudgetExhaustedError) as info:
+            async with limiter.lease(max_wait=1.0):
+                pass
+        return await limiter.blocked_for(), await unlimited.blocked_for(), info.value.retry_after
+
+    asyncio.run(first())
+    blocked, unlimited_blocked, retry_after = asyncio.run(second())
+    assert blocked == pytest.approx(3600.0, abs=1.0)
+    assert unlimited_blocked == pytest.approx(3600.0, abs=1.0)
+    assert retry_after == pytest.approx(limiter.config.hold, abs=1.0)
+    gc.collect()
+    assert counts(limiter) == (1, 0, 0, 1)
+
+
+class _OwnClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose time is not the monotonic clock (as a virtual-time loop's is not)."""
+
+    def time(self) -> float:
+        return super().time() + 1000.0
+
+
+def test_a_loop_of_another_clock_starts_afresh() -> None:
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
+
+    async def use() -> float:
+        async with limiter.lease():
+            pass
+        await limiter.block(3600.0)
         return await limiter.blocked_for()
 
     assert asyncio.run(use()) == pytest.approx(3600.0, abs=1.0)
-    assert asyncio.run(asyncio.wait_for(use(), timeout=1.0)) == pytest.approx(3600.0, abs=1.0)
-    gc.collect()
-    # The loop is gone, and with it every lease it held.
-    assert counts(limiter) == (1, 0, 0, 0)
+    loop = _OwnClockLoop()
+    try:
+        assert loop.run_until_complete(asyncio.wait_for(use(), 1.0)) == pytest.approx(3600.0)
+    finally:
+        loop.close()
+    assert limiter.stats.started == 1  # counted afresh
 
 
 @pytest.mark.looptime

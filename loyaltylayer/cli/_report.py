@@ -20,6 +20,7 @@ from rich.text import Text
 from ._exit import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from ._progress import Tally
 from ._results import INVALID_RECORD, JobInfo, ResultsError, ResultsFile, record_rows
+from ._summary import created_and_failed
 
 __all__ = ["report_command"]
 
@@ -111,14 +112,9 @@ def report_command(results: tuple[Path, ...]) -> None:
     table.add_row("Plan", Text(jobs[0].plan_id))
     table.add_row("Jobs", Text(", ".join(sorted({job.job_id for job in jobs}))))
     table.add_row("Records", Text(str(tally.total)))
-    created = str(tally.created)
-    if tally.replayed:
-        created += f" ({tally.replayed} replayed from an earlier run)"
+    created, failed = created_and_failed(tally)
     table.add_row("Created", Text(created))
     table.add_row("Created earlier", Text(str(tally.created_earlier)))
-    failed = str(tally.failed)
-    if tally.failed:
-        failed += f" ({tally.retryable} retryable, {tally.invalid} invalid rows)"
     table.add_row("Failed", Text(failed))
     table.add_row("Not finished", Text(str(tally.total - tally.done)))
     console.print(table, markup=False, highlight=False)

@@ -111,8 +111,9 @@ _ACQUIRE = (
 -- KEYS: leases, blocked, token claims, interactive claims, adaptive limit, batch pace.
 -- ARGV: ceiling, class (0 token, 1 interactive, 2 batch), id, in-flight TTL us, hold us,
 --       claim grace us, reserve, adaptive (1/0), first and longest probe interval.
--- Returns {1, 0, 0, limit, 0} when lease `id` is taken, else {0, us to sleep before asking
--- again, us at least before a lease can be this class's, limit, us of block left}.
+-- Returns {1, 0, leases held before it, limit, 0} when lease `id` is taken, else {0, us to
+-- sleep before asking again, us at least before a lease can be this class's, limit, us of
+-- block left}.
 local ceiling, class, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local ttl, hold, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local reserve, first, longest = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -140,7 +141,7 @@ if blocked == 0 and paced == 0 and held < allowed then
     local spacing = math.floor(hold / limit)
     redis.call('SET', KEYS[6], us(now + spacing), 'PX', math.ceil(spacing / 1000) + 1)
   end
-  return {1, 0, 0, limit, 0}
+  return {1, 0, held, limit, 0}
 end
 -- A lease in flight ends no sooner than now + hold: never sleep past a free slot.
 local sleep, estimate = hold, hold
@@ -183,16 +184,21 @@ _BLOCK = (
     + _ADAPT
     + """
 -- KEYS: blocked, leases, adaptive limit. ARGV: us from now, adaptive (1/0), ceiling, hold us,
--- first and longest probe interval. A shorter block never shortens a longer one.
--- A 429 outside a known block means the server counted more than it allows. Of ours, it can
--- have counted before the refused request at most the requests answered by now (a lease in
--- flight is scored past now + hold), less the refused one: the shared limit drops to that.
+-- first and longest probe interval, leases held when the refused request got its lease (-1:
+-- not known). A shorter block never shortens a longer one.
+-- A 429 outside a known block means the server counted more than it allows, and of ours at
+-- most the leases held when the refused request got its lease; unknown, at most the requests
+-- answered by now (a lease in flight is scored past now + hold) less the refused one. The
+-- shared limit drops to that.
 local ends = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[2] == '1' and now >= current then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local answered = redis.call('ZCOUNT', KEYS[2], '-inf', now + tonumber(ARGV[4]))
-  lower(KEYS[3], math.max(1, answered - 1), ends, tonumber(ARGV[3]), tonumber(ARGV[4]),
+  local before = tonumber(ARGV[7])
+  if before < 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    before = redis.call('ZCOUNT', KEYS[2], '-inf', now + tonumber(ARGV[4])) - 1
+  end
+  lower(KEYS[3], math.max(1, before), ends, tonumber(ARGV[3]), tonumber(ARGV[4]),
     tonumber(ARGV[5]), tonumber(ARGV[6]))
 end
 if ends > current then
@@ -355,6 +361,9 @@ class RedisRateLimiter(Limiter):
         self._keys: _Keys | None = None
         self._turn = asyncio.Lock()
         self._limit = rate_limit.requests
+        self._held_before_last = -1
+        """Leases held when the lease last given back was granted (-1: none yet): evidence of
+        what the server counted, should its request have got a 429."""
         self._blocked_until = 0.0  # time.monotonic() when the block last seen ends
         self._local: Limiter | None = None
         self._started = 0
@@ -460,9 +469,10 @@ class RedisRateLimiter(Limiter):
     async def _lease(self, priority: LeasePriority, max_wait: float | None) -> AsyncIterator[None]:
         local = self._local
         lease_id = uuid.uuid4().hex
+        held = -1
         if local is None:
             try:
-                await self._acquire(lease_id, priority, max_wait)
+                held = await self._acquire(lease_id, priority, max_wait)
             except RedisUnavailableError as exc:
                 local = await self._fall_back(exc)
         if local is not None:
@@ -474,24 +484,23 @@ class RedisRateLimiter(Limiter):
             yield
         finally:
             self._in_flight -= 1
+            self._held_before_last = held
             await self._release(lease_id)
 
-    async def _acquire(
-        self, lease_id: str, priority: LeasePriority, max_wait: float | None
-    ) -> None:
+    async def _acquire(self, lease_id: str, priority: LeasePriority, max_wait: float | None) -> int:
+        """Take lease ``lease_id``; how many leases were held when it was granted."""
         self._waiting += 1
         try:
             # Token requests and interactive calls are few and must not queue behind the batch
             # coroutines' turn: each polls on its own.
             if priority != "batch":
-                await self._poll(lease_id, priority, max_wait)
-            else:
-                async with self._turn:
-                    await self._poll(lease_id, priority, max_wait)
+                return await self._poll(lease_id, priority, max_wait)
+            async with self._turn:
+                return await self._poll(lease_id, priority, max_wait)
         finally:
             self._waiting -= 1
 
-    async def _poll(self, lease_id: str, priority: LeasePriority, max_wait: float | None) -> None:
+    async def _poll(self, lease_id: str, priority: LeasePriority, max_wait: float | None) -> int:
         keys = self._bound_keys()
         rate = self._rate
         args = (
@@ -529,7 +538,7 @@ class RedisRateLimiter(Limiter):
             if granted:
                 self._started += 1
                 self._interactive_started += priority != "batch"
-                return
+                return estimate_us  # for a granted lease: the leases held before it
             wait = min(max(sleep_us / _US, _MIN_SLEEP), self._rate.hold)
             if deadline is not None:
                 left = deadline - loop.time()
@@ -581,6 +590,7 @@ class RedisRateLimiter(Limiter):
                             self._hold_us,
                             PROBE_FIRST,
                             PROBE_LONGEST,
+                            self._held_before_last,
                         ],
                     )
                 )
