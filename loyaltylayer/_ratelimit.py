@@ -808,8 +808,10 @@ class LeaseLimiter(_Bound[_LeasePool], Limiter):
     One limiter serves every loop of the process at once (the state is guarded by a lock), so
     clients of one process that talk to one host share one budget (:func:`shared_limiter`), as
     the server counts per IP. Nothing is bound to an event loop until first use. Used from a
-    new loop once every loop that used it has stopped (a new test, a second ``asyncio.run``, a
-    forked child), it starts afresh there, with all leases free and no block.
+    new loop once every loop that used it has stopped (a second ``asyncio.run``), it keeps its
+    leases and block when both loops read asyncio's monotonic clock, and starts afresh (all
+    leases free, no block) on a loop of another clock (a virtual-time test) or in a forked
+    child.
     """
 
     def __init__(self, config: RateLimit = _DEFAULT_RATE_LIMIT) -> None:

@@ -181,6 +181,8 @@ class _Call:
     attempt gets its lease."""
     out_of_time: bool = False
     """Set when the deadline ended the call: no retry can follow."""
+    lease_wait: float = 0.0
+    """Seconds the call's attempts waited for their leases, in all."""
 
     def context(self) -> dict[str, Any]:
         """What every error of this call carries."""
@@ -336,9 +338,13 @@ class Transport:
         # Before the token: in a forked child, this also drops the parent's token refresh.
         session = self._session_for_loop()
         token = (self._auth.current() or await self._token(call)) if call.authenticated else None
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
         async with self._lease(call):
+            now = loop.time()
+            call.lease_wait += now - asked
             if call.deadline_at is None and call.options.deadline is not None:
-                call.deadline_at = asyncio.get_running_loop().time() + call.options.deadline
+                call.deadline_at = now + call.options.deadline
             status, headers, raw = await self._send(call, session, token)
             budget = server_budget(headers)
             if budget is not None:
