@@ -282,7 +282,7 @@ class Transport:
 
     @property
     def limiter(self) -> Limiter:
-        """The limiter pacing this client (made on first use, on the running loop)."""
+        """The limiter pacing this client (made on first use; outside a coroutine too)."""
         if self._limiter is None:
             if isinstance(self._rate_limit, RateLimit):
                 self._limiter = shared_limiter(self.base_url, self._rate_limit)
@@ -378,7 +378,7 @@ class Transport:
         if call.priority == "interactive" and call.deadline_at is not None:
             max_wait = max(0.0, call.deadline_at - asyncio.get_running_loop().time())
         lease = self.limiter.lease(priority=call.priority, max_wait=max_wait)
-        return lease if max_wait is None else _BoundedLease(self, call, lease)
+        return lease if max_wait is None else _BoundedLease(call, lease)
 
     async def _retry(self, call: _Call, failure: LoyaltyLayerError) -> Response:
         """The retry decision for ``failure`` and every later failure of the call, made in
@@ -613,15 +613,9 @@ class Transport:
 class _BoundedLease:
     """A lease whose ``BudgetExhaustedError`` names the call it was for, and ends it."""
 
-    __slots__ = ("_call", "_lease", "_transport")
+    __slots__ = ("_call", "_lease")
 
-    def __init__(
-        self,
-        transport: Transport,
-        call: _Call,
-        lease: contextlib.AbstractAsyncContextManager[None],
-    ) -> None:
-        self._transport = transport
+    def __init__(self, call: _Call, lease: contextlib.AbstractAsyncContextManager[None]) -> None:
         self._call = call
         self._lease = lease
 
