@@ -338,17 +338,22 @@ class Transport:
         # Before the token: in a forked child, this also drops the parent's token refresh.
         session = self._session_for_loop()
         token = (self._auth.current() or await self._token(call)) if call.authenticated else None
+        limiter = self.limiter
         loop = asyncio.get_running_loop()
         asked = loop.time()
-        async with self._lease(call):
-            now = loop.time()
-            call.lease_wait += now - asked
-            if call.deadline_at is None and call.options.deadline is not None:
-                call.deadline_at = now + call.options.deadline
-            status, headers, raw = await self._send(call, session, token)
-            budget = server_budget(headers)
-            if budget is not None:
-                await self.limiter.observe(budget)
+        try:
+            async with limiter.lease(priority=call.priority, max_wait=self._max_wait(call, asked)):
+                now = loop.time()
+                call.lease_wait += now - asked
+                if call.deadline_at is None and call.options.deadline is not None:
+                    call.deadline_at = now + call.options.deadline
+                status, headers, raw = await self._send(call, session, token)
+                if self._observes:
+                    budget = server_budget(headers)
+                    if budget is not None:
+                        await limiter.observe(budget)
+        except BudgetExhaustedError as error:  # from the lease: nothing was sent
+            raise self._budget_error(call, error) from None
         try:
             return self._map(call, status, headers, raw)
         except AuthenticationError as error:
@@ -371,14 +376,32 @@ class Transport:
                 raise
             raise self._deadline_error(call) from None
 
-    def _lease(self, call: _Call) -> contextlib.AbstractAsyncContextManager[None]:
-        """The lease of an attempt of ``call``: an interactive call's may wait only until its
-        deadline, and fails at once when the limiter can tell it would wait longer."""
-        max_wait = None
-        if call.priority == "interactive" and call.deadline_at is not None:
-            max_wait = max(0.0, call.deadline_at - asyncio.get_running_loop().time())
-        lease = self.limiter.lease(priority=call.priority, max_wait=max_wait)
-        return lease if max_wait is None else _BoundedLease(call, lease)
+    @staticmethod
+    def _max_wait(call: _Call, now: float) -> float | None:
+        """How long an attempt of ``call`` may wait for its lease: an interactive call only
+        until its deadline (the limiter fails it at once if it can tell it would wait longer)."""
+        if call.priority != "interactive" or call.deadline_at is None:
+            return None
+        return max(0.0, call.deadline_at - now)
+
+    @property
+    def _observes(self) -> bool:
+        """Whether the limiter learns from rate-limit headers (an adaptive one)."""
+        config = self.limiter.config
+        return config is not None and config.adaptive
+
+    def _budget_error(self, call: _Call, error: BudgetExhaustedError) -> BudgetExhaustedError:
+        """The limiter's ``BudgetExhaustedError``, naming the call it ends."""
+        call.out_of_time = True
+        wait = error.retry_after or 0.0
+        logger.info(
+            "%s %s: no lease before the deadline, about %.3f s away (%s)",
+            call.method,
+            call.path,
+            wait,
+            call.correlation_id,
+        )
+        return BudgetExhaustedError(retry_after=wait, **call.context())
 
     async def _retry(self, call: _Call, failure: LoyaltyLayerError) -> Response:
         """The retry decision for ``failure`` and every later failure of the call, made in
@@ -608,36 +631,6 @@ class Transport:
         ):
             expires_in = 1800
         return IssuedToken(access_token=token, expires_in=float(expires_in))
-
-
-class _BoundedLease:
-    """A lease whose ``BudgetExhaustedError`` names the call it was for, and ends it."""
-
-    __slots__ = ("_call", "_lease")
-
-    def __init__(self, call: _Call, lease: contextlib.AbstractAsyncContextManager[None]) -> None:
-        self._call = call
-        self._lease = lease
-
-    async def __aenter__(self) -> None:
-        try:
-            await self._lease.__aenter__()
-        except BudgetExhaustedError as error:
-            call = self._call
-            call.out_of_time = True
-            logger.info(
-                "%s %s: no lease before the deadline, about %.3f s away (%s)",
-                call.method,
-                call.path,
-                error.retry_after or 0.0,
-                call.correlation_id,
-            )
-            raise BudgetExhaustedError(
-                retry_after=error.retry_after or 0.0, **call.context()
-            ) from None
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._lease.__aexit__(*exc_info)
 
 
 _NOT_JSON = object()

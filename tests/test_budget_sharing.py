@@ -460,3 +460,24 @@ def test_a_sync_call_with_a_short_deadline_under_a_full_budget_fails_at_once() -
         assert len(sandbox.journal()) == 2
     assert info.value.retry_after is not None
     assert info.value.retry_after > 2.0
+
+
+@pytest.mark.looptime
+async def test_batch_create_chunks_are_batch_calls() -> None:
+    config = SandboxConfig(seed=1, rate_key="off")
+    rate = RateLimit(requests=2, per=1.0)
+    async with running(config, rate_limit=rate) as (sandbox, client):
+        holder = ll.Holder(first_name="Ada", last_name="Lovelace", email="ada@example.com")
+        created = await client.passes.create(plan_id="esim-5gb", holder=holder)
+        requests = [ll.PassRequest(plan_id="esim-5gb", holder=holder) for _ in range(500)]
+        chunks = asyncio.create_task(client.passes.batch_create(requests))
+        await asyncio.sleep(0.1)  # the first chunks have the leases; the rest queue
+        asked = now()
+        await client.passes.status(created.pass_id)
+        assert now() - asked <= rate.hold
+        assert not chunks.done()
+        result = await chunks
+    assert len(result.items) == 500
+    order = [e.path for e in sandbox.journal()]
+    # The read went ahead of the chunks still queued: at most the two that had the leases.
+    assert order.index("/v1/pass/status") <= order.index("/v1/pass/create") + 3
