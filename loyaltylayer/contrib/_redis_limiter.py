@@ -44,7 +44,9 @@ _log = logging.getLogger(__name__)
 
 _US = 1_000_000
 _JITTER = 0.005
-"""Up to 5 ms added to each sleep, so processes told the same wait do not poll in lockstep."""
+"""Up to 5 ms added to each batch poller's sleep, so processes told the same wait do not poll in
+lockstep. A token request or an interactive call, few and holding a claim on the next lease,
+asks again on time."""
 _MIN_SLEEP = 0.001
 _PRIORITY_GRACE = 1.0
 """How long a waiting token request's or interactive call's claim on the next free lease
@@ -546,7 +548,8 @@ class RedisRateLimiter(Limiter):
                     await self._withdraw(priority, lease_id)
                     raise BudgetExhaustedError(retry_after=estimate_us / _US)
                 wait = min(wait, left)
-            await asyncio.sleep(wait + random.uniform(0.0, _JITTER))
+            jitter = random.uniform(0.0, _JITTER) if priority == "batch" else 0.0
+            await asyncio.sleep(wait + jitter)
 
     async def _withdraw(self, priority: LeasePriority, lease_id: str) -> None:
         """A waiter that gives up takes back its claim at once, instead of after its grace."""
