@@ -448,6 +448,7 @@ class _LeasePool(_Gate):
         "_interactive_started",
         "_interval",
         "_limit",
+        "_margin_ns",
         "_probe_at",
         "_probing",
         "_queues",
@@ -463,6 +464,7 @@ class _LeasePool(_Gate):
         self._reserve = config.reserve
         self._adaptive = config.adaptive
         self._hold_ns = _seconds_to_ns(config.hold)
+        self._margin_ns = self._hold_ns - _seconds_to_ns(config.per)
         self._limit = self._ceiling = config.requests
         self._step = 1
         self._interval = PROBE_FIRST
@@ -718,6 +720,11 @@ class _LeasePool(_Gate):
 
     def block(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         until = _now_ns(loop) + check_block(seconds)
+        if self._adaptive:
+            # One margin more: the requests of ours that the server refused as the block began
+            # (in flight when the first 429 came) then drop out of its window before the next
+            # burst, instead of passing for a lower limit.
+            until += self._margin_ns
         with self.lock:
             now = _now_ns(loop)
             self._reap(now)

@@ -223,13 +223,16 @@ async def test_a_429_lowers_the_limit_below_the_leases_held_then_it_probes_back_
     hold = limit.hold
     limiter = LeaseLimiter(limit)
     await fill(limiter, 8)
+    t0 = now()
     await limiter.block(2.0)  # the server allowed 7 of the 8 (others share the IP)
     assert limiter.stats.limit == 7
+    # One margin longer than the server said: our own requests it refused as the block began
+    # leave its window first.
+    assert await limiter.blocked_for() == pytest.approx(2.0 + hold - limit.per)
     await limiter.block(2.0)  # the same block, seen by another request: no new evidence
     assert limiter.stats.limit == 7
-    t0 = now()
     # Probes: one lease more after PROBE_FIRST windows, then two, then four...
-    await asyncio.sleep(2.0 + PROBE_FIRST * hold + 0.001 - (now() - t0))
+    await asyncio.sleep(2.0 + hold - limit.per + PROBE_FIRST * hold + 0.001 - (now() - t0))
     await fill(limiter, 0)
     assert limiter.stats.limit == 8
     await asyncio.sleep(PROBE_FIRST * hold)
@@ -242,15 +245,16 @@ async def test_a_probe_that_ends_in_a_429_waits_twice_as_long_for_the_next() -> 
     limit = RateLimit(requests=10, per=1.0)
     hold = limit.hold
     limiter = LeaseLimiter(limit)
+    block = 1.0 + hold - limit.per  # one margin longer than the server's
     await fill(limiter, 8)
     await limiter.block(1.0)
     assert limiter.stats.limit == 7
-    await asyncio.sleep(1.0 + PROBE_FIRST * hold + 0.001)
+    await asyncio.sleep(block + PROBE_FIRST * hold + 0.001)
     await fill(limiter, 8)  # the probe: 8 leases; the server allows 7 still
     assert limiter.stats.limit == 8
     await limiter.block(1.0)
     assert limiter.stats.limit == 7
-    await asyncio.sleep(1.0 + PROBE_FIRST * hold + 0.001)
+    await asyncio.sleep(block + PROBE_FIRST * hold + 0.001)
     await fill(limiter, 0)
     assert limiter.stats.limit == 7  # not yet: twice the interval now
     await asyncio.sleep(PROBE_FIRST * hold)

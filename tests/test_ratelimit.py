@@ -300,7 +300,7 @@ async def test_block_stops_new_leases_and_then_everything_resumes() -> None:
 
 @pytest.mark.looptime
 async def test_a_shorter_block_never_shortens_a_longer_one() -> None:
-    limiter = LeaseLimiter()
+    limiter = LeaseLimiter(RateLimit(adaptive=False))
     assert await limiter.blocked_for() == 0.0
     await limiter.block(60.0)
     await asyncio.sleep(10.0)

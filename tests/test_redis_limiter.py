@@ -188,7 +188,7 @@ async def test_a_block_from_one_worker_pauses_the_others(
     await blocker.block(0.1)  # shorter: must not shorten the first
 
     left = await other.blocked_for()
-    assert 0.45 < left <= 0.6
+    assert 0.45 < left <= 0.6 + HOLD - PER  # one margin more than the server said
     leases: list[Lease] = []
     await run_for(0.8, *(use_leases(other, redis, leases) for _ in range(3)))
     assert leases

@@ -578,6 +578,10 @@ class RedisRateLimiter(Limiter):
         block_us = -(-check_block(seconds) // 1000)
         if not block_us:
             return
+        if self._rate.adaptive:
+            # One margin more, as the in-process limiter does: the requests the server refused
+            # as the block began leave its window before the next burst.
+            block_us += self._hold_us - math.ceil(self._rate.per * _US)
         local = self._local
         if local is None:
             keys = self._bound_keys()
