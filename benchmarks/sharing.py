@@ -49,12 +49,34 @@ __all__ = ["run"]
 
 LIMIT = 100
 SIZES: dict[Profile, dict[str, Any]] = {
-    "smoke": {"window": 0.5, "records": 150, "windows": 6, "shard": 40, "exhausted": 20},
-    "quick": {"window": 2.0, "records": 400, "windows": 20, "shard": 100, "exhausted": 100},
-    "full": {"window": 2.0, "records": 1000, "windows": 30, "shard": 250, "exhausted": 200},
+    "smoke": {
+        "window": 0.5,
+        "records": 100,
+        "shared_window": 0.5,
+        "windows": 3,
+        "shard": 25,
+        "exhausted": 10,
+    },
+    "quick": {
+        "window": 2.0,
+        "records": 400,
+        "shared_window": 1.0,
+        "windows": 20,
+        "shard": 100,
+        "exhausted": 100,
+    },
+    "full": {
+        "window": 2.0,
+        "records": 1000,
+        "shared_window": 1.0,
+        "windows": 30,
+        "shard": 250,
+        "exhausted": 200,
+    },
 }
-_SHARED_WINDOW = 1.0
-"""The shared-IP runs last many windows: a 1 s window keeps them short (the block is 1 s too)."""
+"""The window, the records of figures 10 and 11, figure 12's window (its runs last many windows:
+a 1 s window keeps them short, the block is one window too) and windows measured, the records
+per shard of figure 14, and the calls of figure 13."""
 _WARM_UP = 5
 """Windows the shared-IP job has to learn what the other service leaves it."""
 _SHARED_CONCURRENCY = 16
@@ -296,7 +318,7 @@ def _blocks(rejected: list[float], block: float) -> int:
 
 
 def _shared(sizes: dict[str, Any]) -> list[Row]:
-    window, windows = _SHARED_WINDOW, sizes["windows"] + _WARM_UP
+    window, windows = sizes["shared_window"], sizes["windows"] + _WARM_UP
     out: list[Row] = []
     for share in (0.2, 0.5):
         other = round(LIMIT * share)
@@ -385,19 +407,20 @@ def _exhausted_rows(sizes: dict[str, Any]) -> list[Row]:
         for name, make in limiters:
             limiter = make() if callable(make) else make
             took, sent = asyncio.run(_exhausted(sandbox.base_url, limiter, calls))
-            figure = f"13 BudgetExhaustedError, {name} limiter: slowest of {calls}"
+            figure = f"13 BudgetExhaustedError, {name} limiter: p99 of {calls}"
             out.append(
                 Row(
                     figure=figure,
-                    measured=max(took) * 1000,
+                    measured=_percentile(took, 0.99) * 1000,
                     unit="ms",
                     goal=Goal("<=", 10, of="measured"),
-                    note=f"{len(took)} raised, {sent} sent",
+                    note=f"{len(took)} raised, {sent} sent; slowest {max(took) * 1000:.2f} ms",
                     details={
                         "calls": calls,
                         "raised": len(took),
                         "sent": sent,
                         "p50_ms": round(statistics.median(took) * 1000, 3),
+                        "max_ms": round(max(took) * 1000, 3),
                     },
                 )
             )
