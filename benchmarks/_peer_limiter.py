@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiolimiter import AsyncLimiter
 
 from loyaltylayer import Limiter
+from loyaltylayer._ratelimit import LeasePriority
 
 __all__ = ["AiolimiterLimiter"]
 
@@ -27,7 +28,9 @@ class AiolimiterLimiter(Limiter):
         self.blocks = 0
 
     @contextlib.asynccontextmanager
-    async def lease(self, *, priority: bool = False) -> AsyncIterator[None]:
+    async def lease(
+        self, *, priority: LeasePriority = "interactive", max_wait: float | None = None
+    ) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         while (left := self._blocked_until - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)

@@ -99,6 +99,16 @@ class SandboxProcess:
         """Fresh state for the next run: limiter, block, journal, passes."""
         self._control("POST", "reset")
 
+    def passes(self) -> list[dict[str, Any]]:
+        """Every pass the server holds, of every client."""
+        passes: list[dict[str, Any]] = self._control("GET", "passes")["passes"]
+        return passes
+
+    def background(self) -> dict[str, Any]:
+        """The other service's traffic on the IP: its rate, requests sent and refused."""
+        state: dict[str, Any] = self._control("GET", "background")
+        return state
+
 
 @contextlib.contextmanager
 def redis_server_url() -> Iterator[str | None]:

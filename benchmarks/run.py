@@ -33,6 +33,7 @@ FIGURES = {
     "encryption": "benchmarks.encryption",
     "import": "benchmarks.import_time",
     "redis": "benchmarks.redis_workers",
+    "sharing": "benchmarks.sharing",
 }
 """Figure name -> module with ``run(profile) -> list[Row]``, in table order."""
 

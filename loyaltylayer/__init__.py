@@ -18,6 +18,7 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetExhaustedError,
     ClientClosedError,
     ConfigurationError,
     ConflictError,
@@ -53,7 +54,7 @@ from ._models import (
     UnknownPass,
 )
 from ._portal import SyncInAsyncWarning, shutdown_portal
-from ._ratelimit import Limiter, RateLimit
+from ._ratelimit import Limiter, LimiterStats, RateLimit
 from ._raw import APIResponse
 from ._secrets import Secret
 from ._tokencache import TokenCache
@@ -87,6 +88,7 @@ __all__ = [
     "BadRequestError",
     "BatchItem",
     "BatchResult",
+    "BudgetExhaustedError",
     "Card",
     "CardToken",
     "Cards",
@@ -107,6 +109,7 @@ __all__ = [
     "HolderUpdate",
     "IdempotencyKeyReusedError",
     "Limiter",
+    "LimiterStats",
     "LoungeKeyPass",
     "LoyaltyLayer",
     "LoyaltyLayerError",

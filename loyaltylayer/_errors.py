@@ -19,6 +19,7 @@ __all__ = [
     "AlreadyCancelledError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExhaustedError",
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
@@ -205,6 +206,41 @@ class RateLimitError(APIStatusError):
     """429: the rate limit was exceeded; the server blocks this IP for ``retry_after`` seconds."""
 
     retryable = True
+
+
+class BudgetExhaustedError(RateLimitError):
+    """No request of the rate-limit budget can be had before the call's deadline: nothing was sent.
+
+    Raised at once, instead of waiting, when the limiter can tell that no lease frees up in time
+    (every lease is taken and the next ones to free up are too far off, or the server's block
+    lasts longer). ``retry_after`` is the estimated wait. A web handler maps it to
+    ``503 Service Unavailable`` with ``Retry-After``: the budget is busy, the request was fine.
+    No 429 was received, so it does not pause the other calls.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry_after: float,
+        method: str = "-",
+        path: str = "-",
+        correlation_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            status=429,
+            error="budget_exhausted",
+            description=(
+                "no request of the rate-limit budget is free before the deadline; "
+                f"one is expected in {retry_after:.3g} s"
+            ),
+            body={},
+            retry_after=retry_after,
+            method=method,
+            path=path,
+            correlation_id=correlation_id,
+            **kwargs,
+        )
 
 
 class ServerError(APIStatusError):

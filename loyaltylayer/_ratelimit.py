@@ -8,6 +8,11 @@ seconds after the reply. Two requests admitted on the same lease are then
 always more than W seconds apart on the server's count, whether it counts per calendar minute or in
 a sliding window.
 
+One budget serves every event loop of a process that talks to one host (an async web app's loop
+and the sync facade's portal loop, say), so its state is guarded by a lock and a waiter on one
+loop can be handed a lease freed on another. Loops that use a budget at the same time must read
+the same clock, as asyncio's and uvloop's loops do (the monotonic clock).
+
 Time is read only from ``loop.time()`` and handled in integer nanoseconds, and every wake-up is
 rounded up to a whole microsecond. That keeps the limiter correct under virtual time (looptime),
 where a float residue of a few ulps would otherwise schedule a timer "now" forever, as aiolimiter
@@ -19,33 +24,57 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import contextlib
 import heapq
 import math
 import os
+import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 
-from ._errors import EventLoopError
+from ._errors import BudgetExhaustedError
 
 __all__ = [
+    "PROBE_FIRST",
+    "PROBE_LONGEST",
     "LeaseLimiter",
+    "LeasePriority",
     "Limiter",
     "LimiterStats",
+    "Priority",
     "RateLimit",
+    "ServerBudget",
     "UnlimitedLimiter",
     "check_block",
     "origin_of",
+    "server_budget",
     "shared_limiter",
 ]
+
+Priority = Literal["interactive", "batch"]
+"""Whose call it is: ``interactive`` (someone is waiting for it: the default for direct calls)
+takes the next free lease ahead of every queued ``batch`` call (the enrollment engine,
+``batch_create``'s chunks, the CLI)."""
+
+LeasePriority = Literal["token", "interactive", "batch"]
+"""The order waiters are served in: the token request, then interactive calls, then batch."""
+
+_CLASSES: tuple[LeasePriority, ...] = ("token", "interactive", "batch")
 
 _NS_PER_S = 1_000_000_000
 _NS_PER_US = 1_000
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+PROBE_FIRST = 4
+"""Windows an adapted limit waits before it first probes one lease higher."""
+PROBE_LONGEST = 64
+"""The longest wait between probes, in windows: each probe that ends in a 429 doubles it."""
 
 
 def _positive_int(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -60,6 +89,18 @@ def _positive_seconds(
         raise ValueError(f"RateLimit.{attribute.name} must be a positive, finite number of seconds")
 
 
+def _reserve(instance: RateLimit, _attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("RateLimit.reserve must be a whole number, 0 or more")
+    if isinstance(instance.requests, int) and value >= instance.requests:
+        raise ValueError("RateLimit.reserve must be less than RateLimit.requests")
+
+
+def _flag(_instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"RateLimit.{attribute.name} must be True or False")
+
+
 @attrs.frozen(kw_only=True)
 class RateLimit:
     """How many requests the API allows per window, and the safety margin we keep on top.
@@ -68,18 +109,59 @@ class RateLimit:
     between us and the server. It defaults to 1 s per 60 s of window, so a scaled-down window in
     tests and benchmarks keeps the same shape as the real 100-per-minute one.
 
-    Lower ``requests`` when other traffic shares the egress IP: the server counts it all.
+    ``reserve`` leases may be taken by interactive calls only, so that a web handler never waits
+    behind a batch job in the same budget; off by default, because a lone job must be able to
+    use the whole budget.
+
+    ``adaptive`` (on by default): a 429 the limiter did not cause means that the server's limit
+    is lower than ``requests`` or that other traffic shares the IP, so the limiter lowers its own
+    limit to what the server evidently allowed, then probes back up slowly and rarely (each
+    overshoot costs everyone on the IP a block). Standard rate-limit headers, when the server
+    sends them, are used the same way.
     """
 
     requests: int = attrs.field(default=100, validator=_positive_int)
     per: float = attrs.field(default=60.0, validator=_positive_seconds)
     margin: float | None = attrs.field(default=None, validator=_positive_seconds)
+    reserve: int = attrs.field(default=0, validator=_reserve)
+    adaptive: bool = attrs.field(default=True, validator=_flag)
 
     @property
     def hold(self) -> float:
         """Seconds a lease stays taken after its request finishes."""
         margin = self.per / 60.0 if self.margin is None else self.margin
         return self.per + margin
+
+
+@attrs.frozen(kw_only=True)
+class LimiterStats:
+    """A snapshot of a limiter, for progress bars, load shedding and benchmarks.
+
+    ``started`` counts leases granted so far (a lease given back unused by a cancelled waiter is
+    not counted); ``held`` is ``in_flight`` plus the leases still cooling down after their reply;
+    ``limit`` is the number of leases the limiter allows now (lower than configured after the
+    server showed it allows fewer), ``None`` for a limiter that does not pace. A limiter that
+    keeps no counts reports zeros.
+    """
+
+    started: int = 0
+    interactive_started: int = 0
+    """Of ``started``, the leases of interactive calls and token requests."""
+    in_flight: int = 0
+    waiting: int = 0
+    held: int = 0
+    blocked_for: float = 0.0
+    limit: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ServerBudget:
+    """What a reply's standard rate-limit headers say (each ``None`` when not sent)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None
+    """Seconds until ``remaining`` is back to ``limit``."""
 
 
 class Limiter(abc.ABC):
@@ -94,11 +176,16 @@ class Limiter(abc.ABC):
     """
 
     @abc.abstractmethod
-    def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
+    def lease(
+        self, *, priority: LeasePriority = "interactive", max_wait: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
         """Wait for a free lease (and for any server block to end), hold it for the attempt.
 
-        ``priority`` lets a token request overtake queued calls, so a refresh never waits
-        behind a whole batch.
+        Waiters are served by ``priority``: the token request first (a refresh never waits
+        behind a whole batch), then interactive calls, then batch calls. With ``max_wait``, a
+        wait that cannot end in time raises :class:`~loyaltylayer.BudgetExhaustedError` (with
+        the estimated wait as ``retry_after``): at once when the limiter can tell, else when the
+        time is up.
         """
 
     @abc.abstractmethod
@@ -111,6 +198,17 @@ class Limiter(abc.ABC):
     @abc.abstractmethod
     async def blocked_for(self) -> float:
         """Seconds left of the current server block; 0.0 when there is none."""
+
+    async def observe(self, budget: ServerBudget) -> None:  # noqa: B027 - optional hook
+        """A reply carried standard rate-limit headers (the SDK calls this only then)."""
+
+    @property
+    def stats(self) -> LimiterStats:
+        """Leases granted, in flight, waited for and held, and the block left, as of now.
+
+        Readable from any thread, before the first request too.
+        """
+        return LimiterStats()
 
     @property
     def config(self) -> RateLimit | None:
@@ -130,20 +228,6 @@ class Limiter(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release anything the limiter holds (connections of a shared backend)."""
-
-
-@attrs.frozen(kw_only=True)
-class LimiterStats:
-    """A snapshot of a limiter, for progress bars and benchmarks.
-
-    ``started`` counts leases granted so far (a lease given back unused by a cancelled waiter is
-    not counted); ``held`` is ``in_flight`` plus the leases still cooling down after their reply.
-    """
-
-    started: int
-    in_flight: int
-    waiting: int
-    held: int
 
 
 def _seconds_to_ns(seconds: float) -> int:
@@ -171,35 +255,115 @@ def check_block(seconds: float) -> int:
     return _seconds_to_ns(seconds)
 
 
-class _Gate:
-    """The state a limiter keeps for one event loop: here, the server-block barrier.
+def _whole(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() else None
 
-    Loop times of different loops are not comparable (a virtual clock restarts at 0), so all of
-    it is per loop. The loop is referenced weakly so that :func:`shared_limiter`'s registry,
-    which is keyed weakly by loop, can let a closed loop go.
+
+def server_budget(headers: Mapping[str, str]) -> ServerBudget | None:
+    """The standard rate-limit headers of a reply, or ``None`` when it has none.
+
+    ``RateLimit-Limit``/``-Remaining``/``-Reset`` (IETF draft) or ``X-RateLimit-*``. A reset
+    larger than a year is read as an epoch time (as some servers send it), else as seconds.
+    Malformed values are ignored: the headers are optional input, never required.
+    """
+    for prefix in ("RateLimit-", "X-RateLimit-"):
+        limit = _whole(headers.get(prefix + "Limit"))
+        remaining = _whole(headers.get(prefix + "Remaining"))
+        if limit is None and remaining is None:
+            continue
+        reset = _whole(headers.get(prefix + "Reset"))
+        seconds = None
+        if reset is not None:
+            seconds = float(max(0.0, reset - time.time()) if reset > 366 * 86400 else reset)
+        return ServerBudget(limit=limit, remaining=remaining, reset=seconds)
+    return None
+
+
+class _ProcessLock:
+    """A lock that a forked child does not inherit held: each process gets its own."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def get(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        return self._lock
+
+
+_STATE_LOCK = _ProcessLock()
+"""Guards the swap of a limiter's state for a fresh one, and the shared limiters' registry."""
+
+
+def _reads_the_monotonic_clock(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.time()`` is asyncio's own (``time.monotonic()``), which every such loop of
+    the process shares, whenever it runs."""
+    return type(loop).time is asyncio.BaseEventLoop.time
+
+
+class _Gate:
+    """A limiter's state in one process: the server-block barrier, shared by every loop using it.
+
+    Loops that use the state at the same time share it (they read one clock). A loop that comes
+    after every loop that used the state has stopped (a second ``asyncio.run``, a one-off loop
+    per request) keeps it too, leases and block, when they all read asyncio's monotonic clock:
+    the server has not forgotten those requests. Otherwise (a virtual clock, which restarts at
+    0 with each test) it starts a fresh state, as a forked child does. The loops are referenced
+    weakly, so a closed loop can go.
     """
 
-    __slots__ = ("_loop_ref", "_pid", "blocked_until")
+    __slots__ = ("_last", "_loops", "_monotonic", "_pid", "blocked_until", "lock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop_ref = weakref.ref(loop)
+        self.lock = threading.Lock()
         self._pid = os.getpid()
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet([loop])
+        self._last = weakref.ref(loop)
+        self._monotonic = _reads_the_monotonic_clock(loop)
         self.blocked_until = _now_ns(loop)
 
     def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
-        return self._pid == os.getpid() and self._loop_ref() is loop
+        """The fast check: the loop that used it last, in this process."""
+        return self._last() is loop and self._pid == os.getpid()
 
-    def busy_elsewhere(self) -> bool:
-        """Whether the loop this state belongs to is still running (in another thread)."""
-        bound = self._loop_ref()
-        return self._pid == os.getpid() and bound is not None and bound.is_running()
+    def admit(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` may share this state: it used it before, or a loop that did still
+        runs (call with ``lock`` held)."""
+        if self._pid != os.getpid():
+            return False
+        if loop not in self._loops:
+            monotonic = _reads_the_monotonic_clock(loop)
+            running = any(other.is_running() and not other.is_closed() for other in self._loops)
+            if not running and not (self._monotonic and monotonic):
+                return False
+            self._monotonic = self._monotonic and monotonic
+            self._loops.add(loop)
+        self._last = weakref.ref(loop)
+        return True
+
+    def now_outside(self) -> int | None:
+        """The state's time read outside any coroutine (for ``stats``): the last loop's, or the
+        monotonic clock once that loop is gone; ``None`` when neither can be read."""
+        loop = self._last()
+        if loop is not None:
+            return _now_ns(loop)
+        return round(time.monotonic() * _NS_PER_S) if self._monotonic else None
 
     def block(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         until = _now_ns(loop) + check_block(seconds)
-        self.blocked_until = max(self.blocked_until, until)
+        with self.lock:
+            self.blocked_until = max(self.blocked_until, until)
 
     def blocked_for(self, loop: asyncio.AbstractEventLoop) -> float:
-        return max(0, self.blocked_until - _now_ns(loop)) / _NS_PER_S
+        return self.left_at(_now_ns(loop))
+
+    def left_at(self, now: int | None) -> float:
+        """Seconds of block left at ``now`` (none when the time cannot be read)."""
+        return 0.0 if now is None else max(0, self.blocked_until - now) / _NS_PER_S
 
     async def wait_open(self, loop: asyncio.AbstractEventLoop) -> None:
         # Polled, not an Event: a new 429 can move the deadline later while we sleep.
@@ -210,189 +374,456 @@ class _Gate:
 _G = TypeVar("_G", bound=_Gate)
 
 
-def _for_running_loop(
-    owner: object, state: _G | None, new: Callable[[asyncio.AbstractEventLoop], _G]
-) -> tuple[asyncio.AbstractEventLoop, _G]:
-    """The running loop and the limiter's state for it: fresh when the loop has changed.
+class _Bound(Generic[_G]):
+    """What a limiter with per-process state has: the state, made on first use, and its swap."""
 
-    A limiter moves to a new loop only once its old loop has stopped (a new test, a new
-    ``asyncio.run``) or the process has forked: leases of a stopped loop can never be returned,
-    so keeping them would hang the new loop. Two loops running at once cannot share one limiter
-    (its state is not thread-safe), so that is an :class:`EventLoopError`.
-    """
-    loop = asyncio.get_running_loop()
-    if state is not None and state.serves(loop):
-        return loop, state
-    if state is not None and state.busy_elsewhere():
-        raise EventLoopError(
-            f"{type(owner).__name__} is in use by an event loop running in another thread; "
-            "a limiter serves one loop at a time: give each loop its own "
-            "(shared_limiter() does this)"
-        )
-    return loop, new(loop)
+    _state: _G | None
+
+    def _bind_state(
+        self, new: Callable[[asyncio.AbstractEventLoop], _G]
+    ) -> tuple[asyncio.AbstractEventLoop, _G]:
+        """The running loop and the limiter's state for it: fresh when no loop using the old
+        state is running any more (a new test, a new ``asyncio.run``) or the process forked."""
+        loop = asyncio.get_running_loop()
+        state = self._state
+        if state is not None and state.serves(loop):
+            return loop, state
+        with _STATE_LOCK.get():
+            state = self._state
+            if state is not None:
+                with state.lock:
+                    if state.admit(loop):
+                        return loop, state
+            fresh = new(loop)
+            self._state = fresh
+            return loop, fresh
+
+
+class _LoopSide:
+    """One loop's part in a shared lease pool: its leases in flight and its wake-up timer."""
+
+    __slots__ = ("in_flight", "loop_ref", "timer", "timer_at", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop_ref = weakref.ref(loop)
+        self.in_flight = 0
+        self.waiting = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: int | None = None
+
+
+class _Waiter:
+    __slots__ = ("future", "granted", "held", "rank", "side")
+
+    def __init__(self, future: asyncio.Future[None], side: _LoopSide, rank: int) -> None:
+        self.future = future
+        self.side = side
+        self.rank = rank
+        self.granted = False
+        self.held = 0
+        """Leases held when this one was granted."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _LeasePool(_Gate):
-    """The lease bookkeeping of a :class:`LeaseLimiter` on one event loop.
+    """The lease bookkeeping of a :class:`LeaseLimiter`, shared by the loops of a process.
 
-    Leases are handed over directly: when one frees up, the longest-waiting coroutine (priority
-    ones first) is given it by resolving its future, so exactly as many waiters wake as there are
-    free leases. One timer, set for the earliest moment a lease frees up or the block ends, drives
-    all of it.
+    Leases are handed over directly: when one frees up, the longest-waiting coroutine of the
+    highest class is given it by resolving its future (on its own loop), so exactly as many
+    waiters wake as there are free leases. Each loop with waiters keeps one timer, set for the
+    earliest moment a lease frees up or the block ends; whichever fires first serves them all.
     """
 
     __slots__ = (
+        "_adaptive",
+        "_batch_paced_until",
+        "_ceiling",
         "_expiries",
+        "_held_before_last",
         "_hold_ns",
+        "_interactive_started",
+        "_interval",
         "_limit",
-        "_normal",
-        "_priority",
+        "_margin_ns",
+        "_probe_at",
+        "_probing",
+        "_queues",
+        "_reserve",
+        "_sides",
         "_started",
+        "_step",
         "_taken",
-        "_timer",
-        "_timer_at",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, config: RateLimit) -> None:
         super().__init__(loop)
-        self._limit = config.requests
+        self._reserve = config.reserve
+        self._adaptive = config.adaptive
         self._hold_ns = _seconds_to_ns(config.hold)
+        self._margin_ns = self._hold_ns - _seconds_to_ns(config.per)
+        self._limit = self._ceiling = config.requests
+        self._step = 1
+        self._interval = PROBE_FIRST
+        self._probe_at: int | None = None
+        self._probing = False
+        """A probe raised the limit and no 429 has come since."""
         self._taken = 0
         self._started = 0
+        self._interactive_started = 0
+        self._batch_paced_until = 0
+        self._held_before_last: int | None = None
         # When each cooling lease frees up (a heap; in-flight leases are not in it).
         self._expiries: list[int] = []
-        # Ordered sets of waiters: FIFO, and O(1) removal of a cancelled one.
-        self._priority: collections.OrderedDict[asyncio.Future[None], None] = (
-            collections.OrderedDict()
+        # Ordered sets of waiters per class: FIFO, and O(1) removal of a cancelled one.
+        self._queues: tuple[collections.OrderedDict[_Waiter, None], ...] = tuple(
+            collections.OrderedDict() for _ in _CLASSES
         )
-        self._normal: collections.OrderedDict[asyncio.Future[None], None] = (
-            collections.OrderedDict()
-        )
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: int | None = None
+        # By id, not weakly: a loop collected with leases in flight must still give them back.
+        self._sides: dict[int, _LoopSide] = {}
 
-    async def acquire(self, loop: asyncio.AbstractEventLoop, *, priority: bool) -> None:
-        # The fast path is only for an empty queue: a lease that has just expired belongs to
-        # the waiters, whose timer may not have run yet.
-        if not (self._priority or self._normal):
+    # -- taking and giving back ------------------------------------------------------------
+
+    def side(self, loop: asyncio.AbstractEventLoop) -> _LoopSide:
+        side = self._sides.get(id(loop))
+        if side is None or side.loop_ref() is not loop:
+            self._reap_loops(_now_ns(loop))
+            side = self._sides[id(loop)] = _LoopSide(loop)
+        return side
+
+    async def acquire(
+        self, loop: asyncio.AbstractEventLoop, priority: LeasePriority, max_wait: float | None
+    ) -> tuple[_LoopSide, int]:
+        """Wait for a lease; its loop's side, and how many leases were held when it was granted
+        (what the server may have counted of ours before this request)."""
+        rank = _CLASSES.index(priority)
+        with self.lock:
             now = _now_ns(loop)
             self._reap(now)
-            if self._taken < self._limit and now >= self.blocked_until:
-                self._grant()
-                return
-        waiter: asyncio.Future[None] = loop.create_future()
-        queue = self._priority if priority else self._normal
-        queue[waiter] = None
-        self._dispatch(loop)
+            side = self.side(loop)
+            # The fast path is only for an empty queue ahead: a lease that has just expired
+            # belongs to the waiters, whose timer may not have run yet.
+            if not any(self._queues[: rank + 1]) and self._can_take(rank, now):
+                held = self._taken
+                self._grant(side, rank, now)
+                return side, held
+            if max_wait is not None:
+                wait_ns = self._estimate(rank, now)
+                if wait_ns > _seconds_to_ns(max_wait):
+                    raise BudgetExhaustedError(retry_after=wait_ns / _NS_PER_S)
+            waiter = _Waiter(loop.create_future(), side, rank)
+            self._queues[rank][waiter] = None
+            side.waiting += 1
+            self._dispatch(loop, now)
         try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.cancelled():
-                # Unless a dispatch already skipped it; the timer goes with the last waiter.
-                queue.pop(waiter, None)
-                self._schedule(loop)
+            if max_wait is None:
+                await waiter.future
             else:
-                # Granted, but cancelled before it could run: the request was never sent.
-                self._taken -= 1
-                self._started -= 1
-                self._dispatch(loop)
+                # Not a timeout around the future: that would cancel it, and a lease that frees
+                # at this very instant (its timer not run yet) would pass it by.
+                await asyncio.wait((waiter.future,), timeout=max_wait)
+                if not waiter.granted:
+                    with self.lock:
+                        self._dispatch(loop, _now_ns(loop))
+                        if not waiter.granted:
+                            left = self._estimate(rank, _now_ns(loop))
+                            raise BudgetExhaustedError(retry_after=left / _NS_PER_S)
+        except BaseException:
+            with self.lock:
+                if waiter.granted:
+                    # Granted, but cancelled before it could run: the request was never sent.
+                    self._give_back(waiter)
+                else:
+                    self._queues[rank].pop(waiter, None)
+                    side.waiting -= 1
+                self._dispatch(loop, _now_ns(loop))
             raise
+        return side, waiter.held
 
-    def release(self, loop: asyncio.AbstractEventLoop) -> None:
-        heapq.heappush(self._expiries, _now_ns(loop) + self._hold_ns)
-        if (self._priority or self._normal) and not loop.is_closed():
-            self._dispatch(loop)
+    def release(self, loop: asyncio.AbstractEventLoop, side: _LoopSide, held: int) -> None:
+        """A request ended; ``held`` is what :meth:`acquire` said of its lease."""
+        with self.lock:
+            now = _now_ns(loop)
+            heapq.heappush(self._expiries, now + self._hold_ns)
+            side.in_flight -= 1
+            self._held_before_last = held
+            if any(self._queues) and not loop.is_closed():
+                self._dispatch(loop, now)
 
-    def block(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        super().block(loop, seconds)
-        self._dispatch(loop)
+    def _class_limit(self, rank: int) -> int:
+        """Leases a class may have taken in all: batch calls leave the reserve to the others."""
+        return max(1, self._limit - self._reserve) if rank == 2 else self._limit
 
-    def stats(self) -> LimiterStats:
-        loop = self._loop_ref()
-        now = math.inf if loop is None else _now_ns(loop)
-        cooled = sum(1 for expiry in self._expiries if expiry <= now)
-        return LimiterStats(
-            started=self._started,
-            in_flight=self._taken - len(self._expiries),
-            waiting=len(self._priority) + len(self._normal),
-            held=self._taken - cooled,
-        )
+    def _can_take(self, rank: int, now: int) -> bool:
+        if rank == 2 and now < self._batch_paced_until:
+            return False
+        return now >= self.blocked_until and self._taken < self._class_limit(rank)
 
-    def _grant(self) -> None:
+    def _grant(self, side: _LoopSide, rank: int, now: int) -> None:
         self._taken += 1
         self._started += 1
+        self._interactive_started += rank < 2
+        side.in_flight += 1
+        if self._taken >= self._class_limit(2):
+            # The budget is in full use: batch calls now go at most one per hold / limit, less
+            # one for each other call, so that the leases free up evenly and an interactive
+            # call waits at most for the next one (leases free up one hold after they were
+            # taken, so a burst, once in a budget used to the full, would leave a hole in
+            # every later window).
+            spacing = self._hold_ns // self._limit
+            start = now if rank == 2 else max(now, self._batch_paced_until)
+            self._batch_paced_until = start + spacing
+
+    def _give_back(self, waiter: _Waiter) -> None:
+        """Undo the grant of a lease whose request was never sent."""
+        self._taken -= 1
+        self._started -= 1
+        self._interactive_started -= waiter.rank < 2
+        waiter.side.in_flight -= 1
 
     def _reap(self, now: int) -> None:
         while self._expiries and self._expiries[0] <= now:
             heapq.heappop(self._expiries)
             self._taken -= 1
+        if self._probe_at is not None and now >= self._probe_at:
+            self._probe(now)
 
-    def _next_waiter(self) -> asyncio.Future[None] | None:
-        for queue in (self._priority, self._normal):
-            while queue:
-                waiter, _ = queue.popitem(last=False)
-                # A waiter cancelled a moment ago whose task has not yet run to remove itself.
-                if not waiter.cancelled():
-                    return waiter
-        return None
+    def _reap_loops(self, now: int) -> None:
+        for key, side in list(self._sides.items()):
+            other = side.loop_ref()
+            if other is None or other.is_closed():
+                self._drop(side, now)
+                del self._sides[key]
 
-    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = _now_ns(loop)
-        self._reap(now)
-        if now >= self.blocked_until:
-            while self._taken < self._limit and (waiter := self._next_waiter()) is not None:
-                self._grant()
-                waiter.set_result(None)
-        self._schedule(loop)
+    def _drop(self, side: _LoopSide, now: int) -> None:
+        """A loop closed under its leases: they may have been counted, so they cool from now;
+        its waiters can never run."""
+        for _ in range(side.in_flight):
+            heapq.heappush(self._expiries, now + self._hold_ns)
+        side.in_flight = 0
+        for queue in self._queues:
+            for waiter in [w for w in queue if w.side is side]:
+                del queue[waiter]
+        side.waiting = 0
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Keep one timer at the next moment a waiter could be served, or none if no one waits.
+    def _estimate(self, rank: int, now: int) -> int:
+        """Nanoseconds, at least, before a new waiter of class ``rank`` gets a lease.
 
-        With every lease in flight no timer is needed: the next release dispatches.
+        Everyone queued in its class or a higher one goes first. A lease in flight frees up
+        one hold after its reply, at the earliest one hold from now; a lease taken again after
+        it frees is free again one hold later.
         """
-        deadline: int | None = None
-        if self._priority or self._normal:
-            if self._taken < self._limit:
-                deadline = self.blocked_until
-            elif self._expiries:
-                deadline = max(self._expiries[0], self.blocked_until)
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = (
-            None if deadline is None else loop.call_at(_ceil_us(deadline), self._on_timer, loop)
-        )
+        ahead = sum(len(queue) for queue in self._queues[: rank + 1])
+        limit = self._class_limit(rank)
+        need = ahead + 1 - (limit - self._taken)  # leases that must free up first
+        at = now
+        if need > 0:
+            frees = sorted(self._expiries)
+            frees += [now + self._hold_ns] * (self._taken - len(frees))
+            if need <= len(frees):
+                at = frees[need - 1]
+            else:
+                rounds = -(-(need - len(frees)) // limit)
+                at = (frees[-1] if frees else now) + rounds * self._hold_ns
+        return max(at, self.blocked_until) - now
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop, now: int) -> None:
+        """Grant every free lease to the waiters first in line; call with ``lock`` held."""
+        self._reap_loops(now)
+        self._reap(now)
+        for rank, queue in enumerate(self._queues):
+            while queue and self._can_take(rank, now):
+                waiter, _ = queue.popitem(last=False)
+                side = waiter.side
+                side.waiting -= 1
+                if waiter.future.cancelled():
+                    # Cancelled a moment ago; its task has not yet run to remove itself.
+                    continue
+                waiter.granted = True
+                waiter.held = self._taken
+                self._grant(side, rank, now)
+                if side.loop_ref() is loop:
+                    waiter.future.set_result(None)
+                else:
+                    self._hand_over(waiter, now)
+            if queue:
+                break  # a class that must wait holds back every class below it
+        self._schedule(loop, now)
+
+    def _hand_over(self, waiter: _Waiter, now: int) -> None:
+        other = waiter.side.loop_ref()
+        try:
+            if other is None:
+                raise RuntimeError("the loop is gone")
+            other.call_soon_threadsafe(_resolve, waiter.future)
+        except RuntimeError:  # its loop closed meanwhile: the lease goes back
+            waiter.granted = False
+            self._give_back(waiter)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _next_moment(self) -> int | None:
+        """When a waiter could next be served: a lease frees up, the block ends, or a probe
+        raises the limit. ``None`` when no one waits, or when every lease is in flight and no
+        probe is due (then the next release dispatches)."""
+        rank = next((rank for rank, queue in enumerate(self._queues) if queue), None)
+        if rank is None:
+            return None
+        need = self._taken - self._class_limit(rank) + 1  # leases that must free up first
+        opens = self.blocked_until
+        if rank == 2:
+            opens = max(opens, self._batch_paced_until)
+        if need <= 0:
+            return opens
+        moments = [self._probe_at] if self._probe_at is not None else []
+        if need == 1 and self._expiries:
+            moments.append(self._expiries[0])
+        elif need <= len(self._expiries):
+            moments.append(heapq.nsmallest(need, self._expiries)[-1])
+        return max(min(moments), opens) if moments else None
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, now: int) -> None:
+        """Keep each loop with waiters on a timer at the next moment one could be served."""
+        moment = self._next_moment()
+        for side in list(self._sides.values()):
+            other = side.loop_ref()
+            at = moment if side.waiting else None
+            if at == side.timer_at or other is None:
+                continue
+            if other is loop:
+                self._set_timer(loop, side, at)
+            else:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: reaped later
+                    other.call_soon_threadsafe(self._retime, other)
+
+    def _set_timer(self, loop: asyncio.AbstractEventLoop, side: _LoopSide, at: int | None) -> None:
+        if side.timer is not None:
+            side.timer.cancel()
+        side.timer_at = at
+        side.timer = None if at is None else loop.call_at(_ceil_us(at), self._on_timer, loop)
+
+    def _retime(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self.lock:
+            self._schedule(loop, _now_ns(loop))
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = self._timer_at = None
-        self._dispatch(loop)
+        with self.lock:
+            side = self._sides.get(id(loop))
+            if side is not None and side.loop_ref() is loop:
+                side.timer = side.timer_at = None
+            self._dispatch(loop, _now_ns(loop))
+
+    # -- the server's view -------------------------------------------------------------------
+
+    def block(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        until = _now_ns(loop) + check_block(seconds)
+        if self._adaptive:
+            # One margin more: the requests of ours that the server refused as the block began
+            # (in flight when the first 429 came) then drop out of its window before the next
+            # burst, instead of passing for a lower limit.
+            until += self._margin_ns
+        with self.lock:
+            now = _now_ns(loop)
+            self._reap(now)
+            if self._adaptive and now >= self.blocked_until:
+                # A 429 outside a known block: the server counted more than it allows, and of
+                # ours at most the leases held when the refused request got its lease (its own
+                # was the last given back: nothing runs between its reply and this call).
+                # Not the leases held now: in the burst that follows a block, most were taken
+                # after it.
+                before = self._held_before_last
+                evidence = len(self._expiries) - 1 if before is None else before
+                self._lower(max(1, evidence), now, until)
+            self.blocked_until = max(self.blocked_until, until)
+            self._dispatch(loop, now)
+
+    def observe(self, loop: asyncio.AbstractEventLoop, budget: ServerBudget) -> None:
+        if not self._adaptive:
+            return
+        with self.lock:
+            now = _now_ns(loop)
+            self._reap(now)
+            if budget.limit is not None and 0 < budget.limit < self._ceiling:
+                self._ceiling = budget.limit
+                self._limit = min(self._limit, budget.limit)
+            if budget.remaining is not None:
+                allowed = self._taken + budget.remaining
+                if allowed < self._limit:
+                    self._lower(max(1, allowed), now, now)
+                if budget.remaining == 0 and budget.reset:
+                    until = now + _seconds_to_ns(budget.reset)
+                    self.blocked_until = max(self.blocked_until, until)
+            self._dispatch(loop, now)
+
+    def _lower(self, limit: int, now: int, resumes: int) -> None:
+        """The server allows only ``limit`` of ours: keep to it, and probe up after a while
+        (twice as long a while after a probe that ended like this)."""
+        if self._probing:
+            self._interval = min(PROBE_LONGEST, self._interval * 2)
+        self._limit = min(self._limit, limit)
+        self._step = 1
+        self._probing = False
+        self._probe_at = resumes + self._interval * self._hold_ns
+
+    def _probe(self, now: int) -> None:
+        """One lease more, or twice the last raise when that one passed without a 429."""
+        if self._probing:
+            self._interval = max(PROBE_FIRST, self._interval // 2)
+            self._step *= 2
+        if self._limit >= self._ceiling:
+            self._probe_at = None
+            self._probing = False
+            return
+        self._limit = min(self._ceiling, self._limit + self._step)
+        self._probing = True
+        self._probe_at = now + self._interval * self._hold_ns
+
+    def stats(self) -> LimiterStats:
+        now = self.now_outside()
+        with self.lock:
+            if now is not None:
+                self._reap(now)
+            # Without a clock to read, the leases cooling then have cooled by now.
+            cooled = len(self._expiries) if now is None else 0
+            return LimiterStats(
+                started=self._started,
+                interactive_started=self._interactive_started,
+                in_flight=self._taken - len(self._expiries),
+                waiting=sum(len(queue) for queue in self._queues),
+                held=self._taken - cooled,
+                blocked_for=self.left_at(now),
+                limit=self._limit,
+            )
 
 
 _DEFAULT_RATE_LIMIT = RateLimit()
 
 
-class LeaseLimiter(Limiter):
+class LeaseLimiter(_Bound[_LeasePool], Limiter):
     """The in-process lease limiter: at most ``config.requests`` leases, each held while its
     request is in flight and for ``config.hold`` seconds after it ends.
 
-    Waiters are served first come, first served, with ``priority=True`` waiters (the token
-    request) ahead of all others. No lease is reserved for them: that would waste 1 % of the
-    budget, and the deadlock it would prevent cannot happen as long as nobody waits for a token
-    while holding a lease.
+    Waiters are served first come, first served within their class: the token request ahead of
+    everything, interactive calls ahead of batch calls. ``config.reserve`` leases are never
+    given to batch calls. No lease is reserved for the token request: that would waste 1 % of
+    the budget, and the deadlock it would prevent cannot happen as long as nobody waits for a
+    token while holding a lease.
 
-    Nothing is bound to an event loop until first use. A limiter serves one loop at a time; used
-    from a new loop after its old one has stopped (a new test, a second ``asyncio.run``, a forked
-    child), it starts afresh there, with all leases free and no block. Used from a second loop
-    while the first is still running (another thread), it raises :class:`EventLoopError`.
-    Clients of one process that talk to one host should share one limiter
-    (:func:`shared_limiter`), since the server counts per IP.
+    One limiter serves every loop of the process at once (the state is guarded by a lock), so
+    clients of one process that talk to one host share one budget (:func:`shared_limiter`), as
+    the server counts per IP. Nothing is bound to an event loop until first use. Used from a
+    new loop once every loop that used it has stopped (a second ``asyncio.run``), it keeps its
+    leases and block when both loops read asyncio's monotonic clock, and starts afresh (all
+    leases free, no block) on a loop of another clock (a virtual-time test) or in a forked
+    child.
     """
 
     def __init__(self, config: RateLimit = _DEFAULT_RATE_LIMIT) -> None:
         self._config = config
-        self._pool: _LeasePool | None = None
+        self._state: _LeasePool | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._config!r})"
@@ -403,13 +834,15 @@ class LeaseLimiter(Limiter):
 
     @property
     def stats(self) -> LimiterStats:
-        """Leases granted so far, in flight, waited for and held, as of now."""
-        if self._pool is None:
-            return LimiterStats(started=0, in_flight=0, waiting=0, held=0)
-        return self._pool.stats()
+        pool = self._state
+        if pool is None or pool._pid != os.getpid():
+            return LimiterStats(limit=self._config.requests)
+        return pool.stats()
 
-    def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
-        return _PoolLease(self, priority)
+    def lease(
+        self, *, priority: LeasePriority = "interactive", max_wait: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        return _PoolLease(self, priority, max_wait)
 
     async def block(self, seconds: float) -> None:
         loop, pool = self._bind()
@@ -419,28 +852,40 @@ class LeaseLimiter(Limiter):
         loop, pool = self._bind()
         return pool.blocked_for(loop)
 
+    async def observe(self, budget: ServerBudget) -> None:
+        loop, pool = self._bind()
+        pool.observe(loop, budget)
+
     def _bind(self) -> tuple[asyncio.AbstractEventLoop, _LeasePool]:
-        loop, self._pool = _for_running_loop(
-            self, self._pool, lambda loop: _LeasePool(loop, self._config)
-        )
-        return loop, self._pool
+        return self._bind_state(lambda loop: _LeasePool(loop, self._config))
 
 
-class UnlimitedLimiter(Limiter):
+class UnlimitedLimiter(_Bound[_Gate], Limiter):
     """No pacing (``rate_limit=None``), but a server 429 still pauses every request.
 
-    Bound to event loops the same way as :class:`LeaseLimiter`.
+    Shared by the loops of a process the same way as :class:`LeaseLimiter`.
     """
 
     def __init__(self) -> None:
-        self._gate: _Gate | None = None
+        self._state: _Gate | None = None
         self._lease = _GateLease(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
-        return self._lease
+    @property
+    def stats(self) -> LimiterStats:
+        gate = self._state
+        if gate is None or gate._pid != os.getpid():
+            return LimiterStats()
+        return LimiterStats(blocked_for=gate.left_at(gate.now_outside()))
+
+    def lease(
+        self, *, priority: LeasePriority = "interactive", max_wait: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        if max_wait is None:
+            return self._lease
+        return _GateLease(self, max_wait)
 
     async def block(self, seconds: float) -> None:
         loop, gate = self._bind()
@@ -451,38 +896,46 @@ class UnlimitedLimiter(Limiter):
         return gate.blocked_for(loop)
 
     def _bind(self) -> tuple[asyncio.AbstractEventLoop, _Gate]:
-        loop, self._gate = _for_running_loop(self, self._gate, _Gate)
-        return loop, self._gate
+        return self._bind_state(_Gate)
 
 
 class _PoolLease:
     """One attempt's lease (a plain class: this runs once per request, so it must be cheap)."""
 
-    __slots__ = ("_limiter", "_loop", "_pool", "_priority")
+    __slots__ = ("_held", "_limiter", "_loop", "_max_wait", "_pool", "_priority", "_side")
 
-    def __init__(self, limiter: LeaseLimiter, priority: bool) -> None:
+    def __init__(
+        self, limiter: LeaseLimiter, priority: LeasePriority, max_wait: float | None
+    ) -> None:
         self._limiter = limiter
         self._priority = priority
+        self._max_wait = max_wait
 
     async def __aenter__(self) -> None:
         self._loop, self._pool = self._limiter._bind()
-        await self._pool.acquire(self._loop, priority=self._priority)
+        self._side, self._held = await self._pool.acquire(
+            self._loop, self._priority, self._max_wait
+        )
 
     async def __aexit__(self, *_: object) -> None:
-        self._pool.release(self._loop)
+        self._pool.release(self._loop, self._side, self._held)
 
 
 class _GateLease:
     """Waits out a server block; nothing to give back, so one serves every request."""
 
-    __slots__ = ("_limiter",)
+    __slots__ = ("_limiter", "_max_wait")
 
-    def __init__(self, limiter: UnlimitedLimiter) -> None:
+    def __init__(self, limiter: UnlimitedLimiter, max_wait: float | None = None) -> None:
         self._limiter = limiter
+        self._max_wait = max_wait
 
     async def __aenter__(self) -> None:
         loop, gate = self._limiter._bind()
         if gate.blocked_until > _now_ns(loop):
+            left = gate.blocked_for(loop)
+            if self._max_wait is not None and left > self._max_wait:
+                raise BudgetExhaustedError(retry_after=left)
             await gate.wait_open(loop)
 
     async def __aexit__(self, *_: object) -> None:
@@ -502,27 +955,20 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
 
 
-_SHARED: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, RateLimit], LeaseLimiter]
-] = weakref.WeakKeyDictionary()
+_SHARED: dict[tuple[str, RateLimit], LeaseLimiter] = {}
 
 
 def shared_limiter(origin: str, config: RateLimit) -> LeaseLimiter:
-    """The limiter every client of this event loop uses for ``origin`` with ``config``.
+    """The limiter every client of this process uses for ``origin`` with ``config``.
 
     The server counts requests per IP, so two clients of one process talking to one host must
-    draw on one budget. The registry is keyed weakly by loop, so a closed loop frees its limiters.
-    Call it from a coroutine on the loop that will use the limiter.
+    draw on one budget, whichever loop or thread they run on (an async client on a web server's
+    loop and a sync client on the portal's loop alike). Callable from anywhere, before any
+    loop runs.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(
-            "shared_limiter() must be called from a coroutine on the event loop that will use it"
-        ) from None
-    limiters = _SHARED.setdefault(loop, {})
     key = (origin_of(origin), config)
-    limiter = limiters.get(key)
-    if limiter is None:
-        limiter = limiters[key] = LeaseLimiter(config)
-    return limiter
+    with _STATE_LOCK.get():
+        limiter = _SHARED.get(key)
+        if limiter is None:
+            limiter = _SHARED[key] = LeaseLimiter(config)
+        return limiter

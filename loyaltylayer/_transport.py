@@ -11,13 +11,18 @@ to a typed error, and for an error the retry decision: a 429 pauses every call o
 as long as the server said, and backoff's loop either gives up or waits (see :func:`_waits`)
 before the next attempt.
 
-The overall ``deadline`` counts from the call's first lease, not from the call: a thousand
-calls gathered at once do not time out merely for queueing for the rate limiter.
+A call is ``interactive`` (someone waits for it) or ``batch`` (:data:`~._ratelimit.Priority`).
+The overall ``deadline`` of an interactive call counts from the call, queueing included: a call
+that cannot get a lease in time fails at once, unsent, with :class:`BudgetExhaustedError`. A
+batch call's deadline counts from its first lease, so a thousand calls gathered at once do not
+time out merely for queueing for the rate limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import email.utils
 import functools
 import json
@@ -28,8 +33,8 @@ import platform
 import random
 import ssl
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import aiohttp
 import attrs
@@ -41,6 +46,7 @@ from ._errors import (
     APIError,
     APITimeoutError,
     AuthenticationError,
+    BudgetExhaustedError,
     ClientClosedError,
     ConfigurationError,
     EventLoopError,
@@ -54,7 +60,16 @@ from ._json import encode_compact
 from ._logging import logger
 from ._loops import LoopBound, leave_open
 from ._network import Network, Proxy, default_ssl_context
-from ._ratelimit import Limiter, RateLimit, UnlimitedLimiter, origin_of, shared_limiter
+from ._ratelimit import (
+    LeasePriority,
+    Limiter,
+    Priority,
+    RateLimit,
+    UnlimitedLimiter,
+    origin_of,
+    server_budget,
+    shared_limiter,
+)
 from ._retry_after import DOCUMENTED_RETRY_AFTER, MAX_RETRY_AFTER, cap_retry_after
 from ._secrets import Secret
 from ._tokencache import TokenCache
@@ -64,7 +79,7 @@ if TYPE_CHECKING:
     from ._client_auth import ClientAuthentication
     from ._telemetry import Instrumentation
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Response", "Transport", "new_idempotency_key"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Response", "Transport", "calls_as", "new_idempotency_key"]
 
 _DEFAULT_RETRY_AFTER = 60.0
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -150,16 +165,19 @@ def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float:
 
 @attrs.frozen(kw_only=True)
 class RequestOptions:
-    """How a call is sent: each attempt's timeout, how often it is retried, and its deadline."""
+    """How a call is sent: each attempt's timeout, how often it is retried, its deadline and
+    its priority."""
 
     timeout: float
     """Seconds one attempt may take, from its send to the end of its reply."""
     max_retries: int
     """Attempts after the first one that fails retryably."""
     deadline: float | None
-    """Seconds from the call's first lease to its end, every retry included; ``None``: no limit."""
-    priority: Literal["interactive", "batch"] = "interactive"
-    """Interactive calls take the next free lease ahead of queued batch calls."""
+    """Seconds the call may take, every retry included; ``None``: no limit. An interactive
+    call counts them from the call (queueing for the rate limiter included), a batch call from
+    its first lease."""
+    priority: Priority = "interactive"
+    """Interactive calls take the next free lease ahead of every queued batch call."""
     extra_headers: tuple[tuple[str, str], ...] = ()
     """Headers sent with every attempt, besides the pipeline's own (never one of those)."""
     client_timeout: aiohttp.ClientTimeout = attrs.field(
@@ -177,6 +195,23 @@ class RequestOptions:
     uses it."""
 
 
+_CALLS_AS: contextvars.ContextVar[Priority | None] = contextvars.ContextVar(
+    "loyaltylayer_calls_as", default=None
+)
+
+
+@contextlib.contextmanager
+def calls_as(priority: Priority) -> Iterator[None]:
+    """Every call started inside (and in tasks started inside) has ``priority``, whatever its
+    options say: the enrollment engine's calls and ``batch_create``'s chunks are batch calls,
+    made through the same public methods as a user's interactive ones."""
+    token = _CALLS_AS.set(priority)
+    try:
+        yield
+    finally:
+        _CALLS_AS.reset(token)
+
+
 @attrs.define(kw_only=True)
 class _Call:
     """One logical call: what every attempt sends, and how far the call has got."""
@@ -189,7 +224,7 @@ class _Call:
     idempotency_key: str | None
     correlation_id: str
     authenticated: bool
-    priority: bool
+    priority: LeasePriority
     options: RequestOptions
     proxy: Proxy | None
     secret_fields: frozenset[str]
@@ -207,7 +242,8 @@ class _Call:
     """Seconds its attempts waited for a lease so far."""
     attempts: int = 0
     deadline_at: float | None = None
-    """Loop time the call must end by; set when its first attempt gets its lease."""
+    """Loop time the call must end by; set when the call starts (interactive) or when its first
+    attempt gets its lease."""
     out_of_time: bool = False
     """Set when the deadline ended the call: no retry can follow."""
 
@@ -317,8 +353,13 @@ class Transport:
         return f"<Transport base_url={self.base_url!r} client_id={self._client_id!r}>"
 
     @property
+    def options(self) -> RequestOptions:
+        """How this client's calls are sent, unless a call says otherwise."""
+        return self._options
+
+    @property
     def limiter(self) -> Limiter:
-        """The limiter pacing this client (made on first use, on the running loop)."""
+        """The limiter pacing this client (made on first use; outside a coroutine too)."""
         if self._limiter is None:
             if isinstance(self._rate_limit, RateLimit):
                 self._limiter = shared_limiter(self.base_url, self._rate_limit)
@@ -338,7 +379,7 @@ class Transport:
         body: Any = None,
         idempotency_key: str | None = None,
         authenticated: bool = True,
-        priority: bool = False,
+        token_request: bool = False,
         base_url: str | None = None,
         secret_fields: frozenset[str] = frozenset(),
         options: RequestOptions | None = None,
@@ -351,9 +392,11 @@ class Transport:
         ``secret_fields`` names the keys of the reply whose values are secrets (a token).
         ``options`` are the client's unless given (a ``with_options`` view gives its own);
         ``traced=False`` makes no span for it (its metrics are still recorded).
+        ``token_request`` puts it ahead of every other call waiting for a lease.
         """
         base_url = base_url or self.base_url
         options = options or self._options
+        priority: LeasePriority = "token" if token_request else _CALLS_AS.get() or options.priority
         call = _Call(
             method=method,
             url=base_url + path,
@@ -370,6 +413,8 @@ class Transport:
             headers=options.extra_headers + tuple((headers or {}).items()),
             body_per_attempt=body_per_attempt,
         )
+        if priority == "interactive" and options.deadline is not None:
+            call.deadline_at = call.started + options.deadline
         if self._telemetry is not None:
             return await self._telemetry.observe(call, self._run, traced=traced)
         return await self._run(call)
@@ -390,14 +435,23 @@ class Transport:
         if self._closed:  # checked by every attempt: a retry may come after close()
             raise ClientClosedError("this client is closed")
         session = await self._sessions.get()
-        token = (self._auth.current() or await self._auth.token()) if call.authenticated else None
+        token = (self._auth.current() or await self._token(call)) if call.authenticated else None
+        limiter = self.limiter
         loop = asyncio.get_running_loop()
-        lease_asked = loop.time()
-        async with self.limiter.lease(priority=call.priority):
-            call.lease_wait += loop.time() - lease_asked
-            if call.deadline_at is None and call.options.deadline is not None:
-                call.deadline_at = asyncio.get_running_loop().time() + call.options.deadline
-            status, headers, raw = await self._send(call, session, token)
+        asked = loop.time()
+        try:
+            async with limiter.lease(priority=call.priority, max_wait=self._max_wait(call, asked)):
+                now = loop.time()
+                call.lease_wait += now - asked
+                if call.deadline_at is None and call.options.deadline is not None:
+                    call.deadline_at = now + call.options.deadline
+                status, headers, raw = await self._send(call, session, token)
+                if self._observes:
+                    budget = server_budget(headers)
+                    if budget is not None:
+                        await limiter.observe(budget)
+        except BudgetExhaustedError as error:  # from the lease: nothing was sent
+            raise self._budget_error(call, error) from None
         try:
             return self._map(call, status, headers, raw)
         except AuthenticationError as error:
@@ -406,6 +460,46 @@ class Transport:
         logger.info("access token rejected; fetching a new one (%s)", call.correlation_id)
         await self._auth.invalidate(token)
         return await self._attempt(call, fresh_token=True)
+
+    async def _token(self, call: _Call) -> str:
+        """A token for an attempt of ``call``; an interactive call waits no longer than its
+        deadline for it."""
+        if call.priority != "interactive" or call.deadline_at is None:
+            return await self._auth.token()
+        try:
+            async with asyncio.timeout_at(call.deadline_at) as deadline:
+                return await self._auth.token()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise self._deadline_error(call) from None
+
+    @staticmethod
+    def _max_wait(call: _Call, now: float) -> float | None:
+        """How long an attempt of ``call`` may wait for its lease: an interactive call only
+        until its deadline (the limiter fails it at once if it can tell it would wait longer)."""
+        if call.priority != "interactive" or call.deadline_at is None:
+            return None
+        return max(0.0, call.deadline_at - now)
+
+    @property
+    def _observes(self) -> bool:
+        """Whether the limiter learns from rate-limit headers (an adaptive one)."""
+        config = self.limiter.config
+        return config is not None and config.adaptive
+
+    def _budget_error(self, call: _Call, error: BudgetExhaustedError) -> BudgetExhaustedError:
+        """The limiter's ``BudgetExhaustedError``, naming the call it ends."""
+        call.out_of_time = True
+        wait = error.retry_after or 0.0
+        logger.info(
+            "%s %s: no lease before the deadline, about %.3f s away (%s)",
+            call.method,
+            call.path,
+            wait,
+            call.correlation_id,
+        )
+        return BudgetExhaustedError(retry_after=wait, **call.context())
 
     async def _retry(self, call: _Call, failure: LoyaltyLayerError) -> Response:
         """The retry decision for ``failure`` and every later failure of the call, made in
@@ -458,7 +552,7 @@ class Transport:
             return
         if self._telemetry is not None:
             self._telemetry.failed_attempt(call, error, details.get("wait"))
-        if isinstance(error, RateLimitError):
+        if isinstance(error, RateLimitError) and not isinstance(error, BudgetExhaustedError):
             retry_after = _DEFAULT_RETRY_AFTER if error.retry_after is None else error.retry_after
             logger.warning(
                 "server rate limit hit: every request paused for %.0f s (%s)",
@@ -680,7 +774,7 @@ class Transport:
             headers=auth.headers(),
             body_per_attempt=auth.body,
             authenticated=False,
-            priority=True,
+            token_request=True,
             base_url=self.auth_url,
             secret_fields=_TOKEN_FIELDS,
         )

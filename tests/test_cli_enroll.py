@@ -167,7 +167,7 @@ def test_all_valid_dry_run_shows_plan_and_eta(tmp_path: Path) -> None:
     assert "request plan: 250 tokenize + 3 batch-create + 3 token/keys = 256 requests" in (
         result.output
     )
-    assert "ETA at 100 requests per 60 s: 0:02:35 (without retries)" in result.output
+    assert "ETA at 100 requests per 60 s: 0:02:36 (without retries)" in result.output
     assert not (tmp_path / "results.jsonl").exists()
 
 

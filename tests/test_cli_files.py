@@ -585,6 +585,7 @@ def test_every_option_is_in_the_resume_command_or_left_out_on_purpose() -> None:
         "--ca-bundle": __file__,
         "--client-cert": __file__,
         "--client-key": __file__,
+        "--shard": "1/3",
     }
     flags = {"--sandbox"}
     import click

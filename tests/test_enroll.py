@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import errno
 import gc
+import itertools
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -417,15 +418,23 @@ async def test_a_job_longer_than_one_window_spreads_its_first_window_evenly() ->
     # 10 tokenizes and a batch-create: more than one window of 10 requests. The access token
     # and the encryption keys took two leases at the start, so the ninth tokenize waits for them.
     offsets = await tokenize_offsets(10)
-    assert offsets == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.017, 1.017]
+    # One hold / requests apart: a lease is taken again one hold after it was taken.
+    spacing = ll.RateLimit(requests=10, per=1.0).hold / 10
+    gaps = [later - earlier for earlier, later in itertools.pairwise(offsets[:8])]
+    assert gaps == pytest.approx([spacing] * 7, abs=0.005)
+    assert offsets[8] >= 1.0
 
 
 async def test_later_windows_repeat_the_spread_of_the_first() -> None:
     offsets = await tokenize_offsets(25)
     hold = ll.RateLimit(requests=10, per=1.0).hold
-    # Each lease is taken again one hold after its reply, which came at once (virtual time).
-    assert offsets[10:18] == pytest.approx([t + hold for t in offsets[:8]], abs=0.002)
-    assert offsets[20:25] == pytest.approx([t + hold for t in offsets[10:15]], abs=0.002)
+    spacing = hold / 10
+    # Each lease is taken again one hold after its reply, which came at once (virtual time):
+    # the two that waited for the token's and the keys' leases, then a steady stream again.
+    assert offsets[18:20] == pytest.approx([t + hold for t in offsets[8:10]], abs=0.002)
+    for stream in (offsets[10:18], offsets[20:25]):
+        gaps = [later - earlier for earlier, later in itertools.pairwise(stream)]
+        assert gaps == pytest.approx([spacing] * len(gaps), abs=0.005)
 
 
 async def test_a_job_that_fits_in_one_window_goes_at_once() -> None:

@@ -8,7 +8,6 @@ import gc
 import os
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 
 import attrs
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 import loyaltylayer as ll
 from loyaltylayer._ratelimit import (
     LeaseLimiter,
+    LeasePriority,
     Limiter,
     LimiterStats,
     RateLimit,
@@ -34,6 +34,12 @@ pytestmark = pytest.mark.timeout(30)
 
 def now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def counts(limiter: Limiter) -> tuple[int, int, int, int]:
+    """Leases started, in flight, waited for and held."""
+    stats = limiter.stats
+    return stats.started, stats.in_flight, stats.waiting, stats.held
 
 
 async def hold_lease(limiter: Limiter, until: asyncio.Event) -> None:
@@ -246,7 +252,7 @@ async def test_sustains_the_budget() -> None:
     rate = 100 * limit.per / cycle
     assert rate >= 0.98 * limit.requests
     assert max_in_closed_window(starts, limit.per) == 100
-    assert limiter.stats == LimiterStats(started=1000, in_flight=0, waiting=0, held=100)
+    assert counts(limiter) == (1000, 0, 0, 100)
     await asyncio.sleep(61.0)
     assert limiter.stats.held == 0
 
@@ -266,7 +272,7 @@ async def test_a_lease_frees_exactly_hold_after_its_reply() -> None:
 
 @pytest.mark.looptime
 async def test_block_stops_new_leases_and_then_everything_resumes() -> None:
-    limit = RateLimit(requests=10, per=1.0)
+    limit = RateLimit(requests=10, per=1.0, adaptive=False)
     limiter = LeaseLimiter(limit)
     t0 = now()
     granted: list[float] = []
@@ -294,7 +300,7 @@ async def test_block_stops_new_leases_and_then_everything_resumes() -> None:
 
 @pytest.mark.looptime
 async def test_a_shorter_block_never_shortens_a_longer_one() -> None:
-    limiter = LeaseLimiter()
+    limiter = LeaseLimiter(RateLimit(adaptive=False))
     assert await limiter.blocked_for() == 0.0
     await limiter.block(60.0)
     await asyncio.sleep(10.0)
@@ -310,7 +316,7 @@ async def test_a_shorter_block_never_shortens_a_longer_one() -> None:
 
 @pytest.mark.looptime
 async def test_a_block_set_while_waiting_for_a_lease_delays_the_grant() -> None:
-    limiter = LeaseLimiter(RateLimit(requests=1, per=10.0, margin=1.0))
+    limiter = LeaseLimiter(RateLimit(requests=1, per=10.0, margin=1.0, adaptive=False))
     async with limiter.lease():
         pass
     t0 = now()
@@ -342,14 +348,14 @@ async def test_priority_waiter_overtakes_500_queued_calls() -> None:
     limiter = LeaseLimiter(RateLimit(requests=1, per=1.0))
     order: list[str] = []
 
-    async def one(name: str, priority: bool = False) -> None:
+    async def one(name: str, priority: LeasePriority = "batch") -> None:
         async with limiter.lease(priority=priority):
             order.append(name)
 
     async with limiter.lease():
         tasks = [asyncio.create_task(one(f"n{i}")) for i in range(500)]
         await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(one("token", priority=True)))
+        tasks.append(asyncio.create_task(one("token", priority="token")))
         await asyncio.sleep(0.5)
         assert limiter.stats.waiting == 501
     await asyncio.sleep(5.0)
@@ -400,20 +406,20 @@ async def test_a_waiter_cancelled_while_waiting_takes_nothing() -> None:
     async with limiter.lease(), limiter.lease():
         waiters = [asyncio.create_task(hold_lease(limiter, done)) for _ in range(3)]
         await asyncio.sleep(1.0)
-        assert limiter.stats == LimiterStats(started=2, in_flight=2, waiting=3, held=2)
+        assert counts(limiter) == (2, 2, 3, 2)
         waiters[0].cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiters[0]
-        assert limiter.stats == LimiterStats(started=2, in_flight=2, waiting=2, held=2)
+        assert counts(limiter) == (2, 2, 2, 2)
     t_exit = now()
     await asyncio.sleep(limit.hold - 0.001)
-    assert limiter.stats == LimiterStats(started=2, in_flight=0, waiting=2, held=2)
+    assert counts(limiter) == (2, 0, 2, 2)
     await asyncio.sleep(0.001)
-    assert limiter.stats == LimiterStats(started=4, in_flight=2, waiting=0, held=2)
+    assert counts(limiter) == (4, 2, 0, 2)
     assert now() - t_exit == pytest.approx(limit.hold)
     done.set()
     await asyncio.gather(*waiters[1:])
-    assert limiter.stats == LimiterStats(started=4, in_flight=0, waiting=0, held=2)
+    assert counts(limiter) == (4, 0, 0, 2)
 
 
 @pytest.mark.looptime
@@ -429,12 +435,12 @@ async def test_the_timer_goes_with_the_last_waiter() -> None:
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
     assert len(scheduled) == 0
-    assert limiter.stats == LimiterStats(started=1, in_flight=0, waiting=0, held=1)
+    assert counts(limiter) == (1, 0, 0, 1)
 
 
 @pytest.mark.looptime
 async def test_a_waiter_cancelled_after_its_grant_gives_the_lease_back() -> None:
-    limiter = LeaseLimiter(RateLimit(requests=2, per=10.0))
+    limiter = LeaseLimiter(RateLimit(requests=2, per=10.0, adaptive=False))
     await limiter.block(5.0)
     got: list[str] = []
     tasks: dict[str, asyncio.Task[None]] = {}
@@ -454,12 +460,12 @@ async def test_a_waiter_cancelled_after_its_grant_gives_the_lease_back() -> None
     assert tasks["b"].cancelled()
     assert got == ["a", "c"]
     assert now() == pytest.approx(6.0)  # "c" got b's lease at once, when the block ended
-    assert limiter.stats == LimiterStats(started=2, in_flight=0, waiting=0, held=2)
+    assert counts(limiter) == (2, 0, 0, 2)
 
 
 @pytest.mark.looptime
 async def test_cancellations_racing_a_grant_leak_nothing() -> None:
-    limiter = LeaseLimiter(RateLimit(requests=2, per=10.0))
+    limiter = LeaseLimiter(RateLimit(requests=2, per=10.0, adaptive=False))
     await limiter.block(5.0)
     got: list[str] = []
     tasks: dict[str, asyncio.Task[None]] = {}
@@ -485,7 +491,7 @@ async def test_cancellations_racing_a_grant_leak_nothing() -> None:
         "NoneType",
     ]
     assert got == ["g", "b"]
-    assert limiter.stats == LimiterStats(started=2, in_flight=0, waiting=0, held=2)
+    assert counts(limiter) == (2, 0, 0, 2)
 
 
 @pytest.mark.looptime
@@ -505,7 +511,7 @@ async def test_a_failed_attempt_still_starts_the_hold(ending: str) -> None:
     with pytest.raises((ConnectionResetError, asyncio.CancelledError)):
         await task
     t_exit = now()
-    assert limiter.stats == LimiterStats(started=1, in_flight=0, waiting=0, held=1)
+    assert counts(limiter) == (1, 0, 0, 1)
     async with limiter.lease():
         assert now() - t_exit == pytest.approx(61.0)
 
@@ -527,7 +533,7 @@ async def test_ten_thousand_waiters_one_timer_and_no_herd() -> None:
     t0 = now()
     tasks = [asyncio.create_task(one()) for _ in range(10_000)]
     await asyncio.sleep(30.0)
-    assert limiter.stats == LimiterStats(started=100, in_flight=0, waiting=9900, held=100)
+    assert counts(limiter) == (100, 0, 9900, 100)
     # One timer for the earliest expiry, not one per waiter.
     assert len(loop._scheduled) <= 2  # type: ignore[attr-defined]
     await asyncio.gather(*tasks)
@@ -572,27 +578,63 @@ async def test_unlimited_limiter_does_not_pace_but_obeys_a_block() -> None:
 
 def test_nothing_is_bound_before_first_use() -> None:
     limiter = LeaseLimiter()
-    assert limiter.stats == LimiterStats(started=0, in_flight=0, waiting=0, held=0)
+    assert counts(limiter) == (0, 0, 0, 0)
     assert limiter.config == RateLimit()
-    assert repr(limiter) == "LeaseLimiter(RateLimit(requests=100, per=60.0, margin=None))"
+    assert repr(limiter) == (
+        "LeaseLimiter(RateLimit(requests=100, per=60.0, margin=None, reserve=0, adaptive=True))"
+    )
 
 
-def test_a_limiter_moves_to_a_new_loop_with_a_fresh_budget() -> None:
-    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0))
+def test_a_limiter_keeps_its_budget_across_loops_of_the_real_clock() -> None:
+    """A second ``asyncio.run`` (a one-off loop per request, as asgiref makes) reads the same
+    monotonic clock: the server has not forgotten the first loop's requests, nor its block."""
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
     unlimited = UnlimitedLimiter()
 
-    async def use() -> float:
+    async def first() -> None:
         async with limiter.lease(), unlimited.lease():
             pass
         await limiter.block(3600.0)
         await unlimited.block(3600.0)
+
+    async def second() -> tuple[float, float, float | None]:
+        with pytest.raises(ll.BudgetExhaustedError) as info:
+            async with limiter.lease(max_wait=1.0):
+                pass
+        return await limiter.blocked_for(), await unlimited.blocked_for(), info.value.retry_after
+
+    asyncio.run(first())
+    blocked, unlimited_blocked, retry_after = asyncio.run(second())
+    assert blocked == pytest.approx(3600.0, abs=1.0)
+    assert unlimited_blocked == pytest.approx(3600.0, abs=1.0)
+    assert retry_after == pytest.approx(limiter.config.hold, abs=1.0)
+    gc.collect()
+    assert counts(limiter) == (1, 0, 0, 1)
+
+
+class _OwnClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose time is not the monotonic clock (as a virtual-time loop's is not)."""
+
+    def time(self) -> float:
+        return super().time() + 1000.0
+
+
+def test_a_loop_of_another_clock_starts_afresh() -> None:
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
+
+    async def use() -> float:
+        async with limiter.lease():
+            pass
+        await limiter.block(3600.0)
         return await limiter.blocked_for()
 
     assert asyncio.run(use()) == pytest.approx(3600.0, abs=1.0)
-    assert asyncio.run(asyncio.wait_for(use(), timeout=1.0)) == pytest.approx(3600.0, abs=1.0)
-    gc.collect()
-    # The loop is gone, and with it every lease it held.
-    assert limiter.stats == LimiterStats(started=1, in_flight=0, waiting=0, held=0)
+    loop = _OwnClockLoop()
+    try:
+        assert loop.run_until_complete(asyncio.wait_for(use(), 1.0)) == pytest.approx(3600.0)
+    finally:
+        loop.close()
+    assert limiter.stats.started == 1  # counted afresh
 
 
 @pytest.mark.looptime
@@ -610,33 +652,39 @@ async def test_a_forked_child_starts_afresh(monkeypatch: pytest.MonkeyPatch) -> 
         assert now() == t0
 
 
-async def test_a_limiter_refuses_a_second_loop_running_at_the_same_time() -> None:
-    limiter = LeaseLimiter()
-    async with limiter.lease():
-        pass
-    errors: list[BaseException] = []
+def test_loops_running_at_once_share_one_budget() -> None:
+    """An async app's loop and the sync portal's loop draw on one budget: a lease freed on one
+    loop is handed to a waiter on the other, one hold after its reply."""
+    limiter = LeaseLimiter(RateLimit(requests=1, per=0.15))
+    waiting = threading.Event()
+    granted: list[float] = []
 
-    async def use_from_another_loop() -> None:
+    async def main() -> None:
         async with limiter.lease():
-            pass
+            worker = threading.Thread(target=lambda: asyncio.run(other_loop()))
+            worker.start()
+            await asyncio.to_thread(waiting.wait, 5)
+            while limiter.stats.waiting != 1:  # noqa: ASYNC110 - the waiter is on another loop
+                await asyncio.sleep(0.001)
+            released = time.monotonic()
+        await asyncio.to_thread(worker.join, 5)
+        assert not worker.is_alive()
+        assert granted[0] - released >= limiter.config.hold
 
-    def thread() -> None:
-        try:
-            asyncio.run(use_from_another_loop())
-        except ll.EventLoopError as exc:
-            errors.append(exc)
+    async def other_loop() -> None:
+        waiting.set()
+        async with limiter.lease():
+            granted.append(time.monotonic())
 
-    worker = threading.Thread(target=thread)
-    worker.start()
-    await asyncio.to_thread(worker.join)
-    assert len(errors) == 1
-    assert "running in another thread" in str(errors[0])
+    asyncio.run(main())
+    assert limiter.stats.started == 2
+    assert limiter.stats.waiting == 0
 
 
 # -- shared_limiter ----------------------------------------------------------------------------
 
 
-async def test_shared_limiter_is_one_per_loop_origin_and_config() -> None:
+async def test_shared_limiter_is_one_per_origin_and_config() -> None:
     limit = RateLimit()
     a = shared_limiter("https://api.loyaltylayer.example", limit)
     assert shared_limiter("https://api.loyaltylayer.example", RateLimit()) is a
@@ -649,24 +697,19 @@ async def test_shared_limiter_is_one_per_loop_origin_and_config() -> None:
     assert a.config is limit
 
 
-def test_shared_limiter_differs_per_loop_and_lets_closed_loops_go() -> None:
+def test_shared_limiter_is_one_per_process_and_needs_no_loop() -> None:
+    limiter = shared_limiter("https://api.loyaltylayer.example", RateLimit(requests=3))
+    assert limiter.stats == LimiterStats(limit=3)
+
     async def get() -> LeaseLimiter:
-        limiter = shared_limiter("https://api.loyaltylayer.example", RateLimit())
-        async with limiter.lease():
-            pass
-        return limiter
+        return shared_limiter("https://api.loyaltylayer.example", RateLimit(requests=3))
 
-    first, second = asyncio.run(get()), asyncio.run(get())
-    assert first is not second
-    ref = weakref.ref(first)
-    del first, second
-    gc.collect()
-    assert ref() is None
-
-
-def test_shared_limiter_needs_a_running_loop() -> None:
-    with pytest.raises(RuntimeError, match="must be called from a coroutine"):
-        shared_limiter("https://api.loyaltylayer.example", RateLimit())
+    assert asyncio.run(get()) is limiter
+    got: list[LeaseLimiter] = []
+    worker = threading.Thread(target=lambda: got.append(asyncio.run(get())))
+    worker.start()
+    worker.join()
+    assert got == [limiter]
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from .._logging import configure_from_env
 from .._models import check_id, raise_if_invalid
 from .._network import PathLike, make_network
 from .._options import NOT_GIVEN, Channel, NotGiven, check_request_options, evolve_options
-from .._ratelimit import Limiter, RateLimit
+from .._ratelimit import Limiter, Priority, RateLimit
 from .._tokencache import TokenCache
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES, RequestOptions, Transport
 
@@ -128,6 +128,12 @@ class AsyncLoyaltyLayer:
     ``telemetry=ll.Telemetry(...)`` to the given ones (the ``otel`` extra). ``trace_configs``
     instrument each HTTP attempt of the session the client opens (each is an aiohttp
     ``TraceConfig``; the async client only).
+
+    ``priority`` is that of the client's calls: ``"interactive"`` (someone waits for them)
+    take the next free lease ahead of every queued ``"batch"`` call, and their ``deadline``
+    counts from the call, queueing included: a call that cannot get a lease in time fails at
+    once, unsent, with :class:`BudgetExhaustedError`. Batch calls (``enroll()`` and
+    ``batch_create``'s chunks always are) count their deadline from their first lease.
     """
 
     def __init__(
@@ -155,6 +161,7 @@ class AsyncLoyaltyLayer:
         ssl_context: ssl.SSLContext | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        priority: Priority = "interactive",
     ) -> None:
         errors: dict[str, str] = {}
         check_id(errors, "client_id", client_id)
@@ -173,6 +180,8 @@ class AsyncLoyaltyLayer:
             or max_response_bytes < 1
         ):
             errors["max_response_bytes"] = "must be a whole number of bytes, 1 or more"
+        if priority not in ("interactive", "batch"):
+            errors["priority"] = 'must be "interactive" or "batch"'
         base_url = check_url("base_url", base_url)
         auth_url = check_url("auth_url", auth_url) if auth_url is not None else base_url
         client_auth = client_authentication(
@@ -196,7 +205,9 @@ class AsyncLoyaltyLayer:
             own_session=session is None,
         )
         configure_from_env()
-        options = RequestOptions(timeout=float(timeout), max_retries=max_retries, deadline=deadline)
+        options = RequestOptions(
+            timeout=float(timeout), max_retries=max_retries, deadline=deadline, priority=priority
+        )
         self._transport = Transport(
             base_url=base_url,
             auth_url=auth_url,
@@ -322,7 +333,8 @@ class AsyncLoyaltyLayer:
 
     @property
     def limiter(self) -> Limiter:
-        """The rate limiter pacing this client (for progress displays)."""
+        """The rate limiter pacing this client: its ``stats`` (waiting, in use, blocked for)
+        tell an app when to shed load. Available before the first call."""
         return self._transport.limiter
 
     @property
@@ -403,7 +415,7 @@ class AsyncLoyaltyLayer:
             checkpoint=checkpoint,
             concurrency=concurrency,
             max_wait=float(max_wait),
-            rate=self.limiter.config,
+            limiter=self.limiter,
             total=total,
         )
         async with aclosing(outcomes):

@@ -49,9 +49,10 @@ from .._errors import (
     ValidationError,
 )
 from .._models import PassRequest
-from .._ratelimit import RateLimit
+from .._ratelimit import Limiter
 from .._rules import MAX_BATCH
 from .._seen import SeenKeys
+from .._transport import calls_as
 from ._records import each_record
 from ._resources import AsyncCards, AsyncPasses
 
@@ -75,13 +76,22 @@ class _Ramp:
     every request behind it, window after window. Spread at the budget's own pace, each window
     is a steady stream that a pause barely touches. A job that fits in one window is not spread:
     it finishes sooner as a burst, and there is no later window to repeat its shape.
+
+    The pace leaves room for the interactive calls the budget granted since the job began (a
+    web handler's in the same process): the job takes what they leave, so its first window is
+    not crowded into less than a hold, which would leave a hole in every later one.
     """
 
-    def __init__(self, rate: RateLimit | None, total: int | None) -> None:
+    def __init__(self, limiter: Limiter, total: int | None) -> None:
+        rate = limiter.config
+        self._limiter = limiter
         self._budget = 0 if rate is None else rate.requests
-        self._interval = 0.0 if rate is None else rate.per / rate.requests
+        # A lease frees up one hold after its reply: requests spread over one hold, not one
+        # window, come back as the same steady stream in every later window.
+        self._interval = 0.0 if rate is None else rate.hold / rate.requests
         self._turns = 0
         self._start = 0.0
+        self._others_before = 0
         self._lifted = asyncio.Event()
         if total is not None:  # its tokenizes and batch-creates
             self.input_ended(total + math.ceil(total / MAX_BATCH))
@@ -112,8 +122,10 @@ class _Ramp:
         loop = asyncio.get_running_loop()
         if turn == 0:
             self._start = loop.time()
+            self._others_before = self._limiter.stats.interactive_started
             return
-        delay = self._start + turn * self._interval - loop.time()
+        others = self._limiter.stats.interactive_started - self._others_before
+        delay = self._start + (turn + others) * self._interval - loop.time()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -217,7 +229,7 @@ class _Pipeline:
         checkpoint: EnrollCheckpoint | None,
         concurrency: int,
         max_wait: float,
-        rate: RateLimit | None,
+        limiter: Limiter,
         total: int | None,
     ) -> None:
         self._cards = cards
@@ -227,7 +239,7 @@ class _Pipeline:
         self._checkpoint = checkpoint
         self._concurrency = concurrency
         self._max_wait = max_wait
-        self._ramp = _Ramp(rate, total)
+        self._ramp = _Ramp(limiter, total)
         self._seen = SeenKeys()
         self.outcomes = _Outcomes(concurrency + MAX_BATCH)
         # A record is read when a tokenizer is about to take it, or further ahead when the ramp
@@ -245,12 +257,12 @@ class _Pipeline:
         self._sending = 0
 
     async def run(self, records: RecordSource) -> None:
+        # Every request of the job is a batch call: an interactive call of the same budget
+        # (a web handler's) takes the next free lease ahead of it. This runs in a task of its
+        # own, so the consumer's calls stay as they are.
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(records))
-                for _ in range(self._concurrency):
-                    group.create_task(self._tokenizer())
-                group.create_task(self._batcher(group))
+            with calls_as("batch"):
+                await self._run_stages(records)
         except BaseExceptionGroup as failure:
             # The first stage to fail has the cause; any other that failed before it could be
             # cancelled mostly met the same one.
@@ -258,6 +270,13 @@ class _Pipeline:
             raise EnrollmentError(
                 f"the enrollment job stopped: {type(cause).__name__}: {cause}"
             ) from cause
+
+    async def _run_stages(self, records: RecordSource) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._read(records))
+            for _ in range(self._concurrency):
+                group.create_task(self._tokenizer())
+            group.create_task(self._batcher(group))
 
     def _changed(self) -> None:
         self._ready.put_nowait(_WAKE)
@@ -545,7 +564,7 @@ async def run_enrollment(
     checkpoint: EnrollCheckpoint | None,
     concurrency: int,
     max_wait: float,
-    rate: RateLimit | None,
+    limiter: Limiter,
     total: int | None,
 ) -> AsyncGenerator[EnrollOutcome, None]:
     """Run the pipeline in a background task and hand its outcomes out as they come."""
@@ -557,7 +576,7 @@ async def run_enrollment(
         checkpoint=checkpoint,
         concurrency=concurrency,
         max_wait=max_wait,
-        rate=rate,
+        limiter=limiter,
         total=total,
     )
     runner = asyncio.create_task(pipeline.run(records))

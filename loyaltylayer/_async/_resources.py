@@ -43,7 +43,7 @@ from .._models import (
 from .._options import Channel
 from .._raw import APIResponse
 from .._secrets import Secret
-from .._transport import Response, new_idempotency_key
+from .._transport import Response, calls_as, new_idempotency_key
 
 if TYPE_CHECKING:
     from joserfc.jwk import RSAKey
@@ -329,13 +329,17 @@ class AsyncPasses:
         Every item gets its own idempotency key (generated unless the request has one), so a
         retried chunk never makes a second pass. Items come back in input order, each created
         or failed with its typed error; a chunk that fails as a whole fails each of its items.
+        The chunks are batch calls: an interactive call of the same budget goes ahead of them.
         """
         items, keys = _batch(requests, limit=None)
         size = _rules.MAX_BATCH
         chunks = [
             range(start, min(start + size, len(items))) for start in range(0, len(items), size)
         ]
-        results = await asyncio.gather(*(self._send_chunk(items, keys, chunk) for chunk in chunks))
+        with calls_as("batch"):
+            results = await asyncio.gather(
+                *(self._send_chunk(items, keys, chunk) for chunk in chunks)
+            )
         return BatchResult(items=[item for chunk_items in results for item in chunk_items])
 
     async def _send_chunk(

@@ -15,7 +15,7 @@ from .._async._client import DEFAULT_RATE_LIMIT, AsyncLoyaltyLayer, AsyncLoyalty
 from .._client_auth import TokenAuthMethod
 from .._network import PathLike
 from .._options import NOT_GIVEN, NotGiven
-from .._ratelimit import Limiter, RateLimit
+from .._ratelimit import Limiter, Priority, RateLimit
 from .._tokencache import TokenCache
 from .._transport import DEFAULT_MAX_RESPONSE_BYTES
 from ._resources import Cards, CardsWithRawResponse, Passes, PassesWithRawResponse
@@ -81,6 +81,12 @@ class LoyaltyLayer:
     ``telemetry=ll.Telemetry(...)`` to the given ones (the ``otel`` extra). ``trace_configs``
     instrument each HTTP attempt of the session the client opens (each is an aiohttp
     ``TraceConfig``; the async client only).
+
+    ``priority`` is that of the client's calls: ``"interactive"`` (someone waits for them)
+    take the next free lease ahead of every queued ``"batch"`` call, and their ``deadline``
+    counts from the call, queueing included: a call that cannot get a lease in time fails at
+    once, unsent, with :class:`BudgetExhaustedError`. Batch calls (``enroll()`` and
+    ``batch_create``'s chunks always are) count their deadline from their first lease.
     """
 
     _async: AsyncLoyaltyLayer
@@ -118,6 +124,7 @@ class LoyaltyLayer:
         client_key: PathLike | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        priority: Priority = "interactive",
     ) -> None:
         self._async = AsyncLoyaltyLayer(
             client_id=client_id,
@@ -140,6 +147,7 @@ class LoyaltyLayer:
             client_key=client_key,
             ssl_context=ssl_context,
             max_response_bytes=max_response_bytes,
+            priority=priority,
         )
         _portal.track(self, self._async)
 
@@ -205,7 +213,8 @@ class LoyaltyLayer:
 
     @property
     def limiter(self) -> Limiter:
-        """The rate limiter pacing this client (for progress displays)."""
+        """The rate limiter pacing this client: its ``stats`` (waiting, in use, blocked for)
+        tell an app when to shed load. Available before the first call."""
         return self._async.limiter
 
     @property

@@ -116,6 +116,7 @@ class Passes:
         Every item gets its own idempotency key (generated unless the request has one), so a
         retried chunk never makes a second pass. Items come back in input order, each created
         or failed with its typed error; a chunk that fails as a whole fails each of its items.
+        The chunks are batch calls: an interactive call of the same budget goes ahead of them.
         """
         return _portal.call(self._async.batch_create, requests=requests)
 

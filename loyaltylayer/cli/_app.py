@@ -8,6 +8,7 @@ from .._version import __version__
 from ._demo import demo_command
 from ._enroll import enroll_command
 from ._passes import pass_group
+from ._report import report_command
 from ._sandbox import sandbox_command
 from ._token import token_command
 
@@ -30,5 +31,6 @@ def cli() -> None:
 cli.add_command(demo_command)
 cli.add_command(enroll_command)
 cli.add_command(pass_group)
+cli.add_command(report_command)
 cli.add_command(token_command)
 cli.add_command(sandbox_command)

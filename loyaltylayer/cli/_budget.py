@@ -49,12 +49,12 @@ def budget_per_second(rate: RateLimit) -> float:
 
 def budget_eta(requests: int, rate: RateLimit) -> float:
     """Seconds ``requests`` take from a cold start. One window's worth or fewer go at once; a
-    longer job is spread at the budget's pace (``rate.per / rate.requests`` apart), and each
+    longer job is spread at the budget's pace (``rate.hold / rate.requests`` apart), and each
     later window repeats the first one a lease hold later."""
     if requests <= rate.requests:
         return 0.0
     windows, turn = divmod(requests - 1, rate.requests)
-    return windows * rate.hold + turn * rate.per / rate.requests
+    return windows * rate.hold + turn * rate.hold / rate.requests
 
 
 def format_duration(seconds: float) -> str:

@@ -1,5 +1,8 @@
 """Making the client a command talks through: from the environment, or the embedded sandbox.
 
+A command's calls are batch calls: a web app's interactive calls on the same budget (one Redis
+limiter) go first.
+
 Credentials come only from the environment (``LOYALTYLAYER_CLIENT_ID``, ``_CLIENT_SECRET``),
 never from flags: flags end up in shell history and process listings. ``--private-key`` names a
 key *file*, and refuses a key given in its place.
@@ -100,12 +103,12 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
             "--sandbox runs a local sandbox: --proxy, --ca-bundle, --client-cert and "
             "--client-key are for a remote API"
         )
+    if target.sandbox and target.private_key is not None:
+        raise UsageProblem(
+            "--private-key is for the API: the embedded sandbox uses its demo credentials"
+        )
     async with contextlib.AsyncExitStack() as stack:
         try:
-            if target.sandbox and target.private_key is not None:
-                raise ConfigurationError(
-                    "--private-key is for the API: the embedded sandbox uses its demo credentials"
-                )
             if target.sandbox:
                 sandbox, client_id, secret = await stack.enter_async_context(embedded_sandbox())
                 console.print(
@@ -117,10 +120,18 @@ async def connect(target: Target, console: Console) -> AsyncIterator[Connection]
                     highlight=False,
                 )
                 client = AsyncLoyaltyLayer(
-                    client_id, secret, sandbox.base_url, rate_limit=_rate_limit(target)
+                    client_id,
+                    secret,
+                    sandbox.base_url,
+                    rate_limit=_rate_limit(target),
+                    priority="batch",
                 )
             else:
-                overrides: dict[str, Any] = {"rate_limit": _rate_limit(target), **target.network}
+                overrides: dict[str, Any] = {
+                    "rate_limit": _rate_limit(target),
+                    "priority": "batch",
+                    **target.network,
+                }
                 if target.base_url is not None:
                     overrides["base_url"] = target.base_url
                 if target.private_key is not None:

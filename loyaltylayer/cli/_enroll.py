@@ -60,6 +60,7 @@ from ._input import CheckedRow, InputError, InputFile, parse_mapping
 from ._network_options import network_options
 from ._progress import JobProgress, Tally
 from ._results import ResultsError, ResultsFile, describe_error, describe_errors
+from ._shard import Shard, parse_shard
 from ._summary import print_summary
 
 __all__ = ["enroll_command"]
@@ -351,15 +352,29 @@ def _resume_command(ctx: click.Context, **effective: object) -> str:
     return shlex.join(argv)
 
 
+_RESULTS_FILE = Path("results.jsonl")
 _ERRORS_FILE = Path("errors.csv")
 _ERRORS_FILE_OF_ERRORS = Path("errors.retry.csv")
 
 
-def _default_errors_path(input_path: Path) -> Path:
-    """``errors.csv``, unless that is the input (a fixed errors file fed back)."""
-    if same_file(_ERRORS_FILE, input_path):
-        return _ERRORS_FILE_OF_ERRORS
-    return _ERRORS_FILE
+def _default_errors_path(input_path: Path, shard: Shard | None) -> Path:
+    """``errors.csv``, unless that is the input (a fixed errors file fed back); a shard's own
+    (``errors.shard-0-of-4.csv``)."""
+    path = _ERRORS_FILE
+    if shard is not None:
+        path = shard.file_name(path)
+    if same_file(path, input_path):
+        return _ERRORS_FILE_OF_ERRORS if shard is None else shard.file_name(_ERRORS_FILE_OF_ERRORS)
+    return path
+
+
+def _check_shard(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _refuse_overwrites(input_path: Path, out: Path, errors_path: Path) -> None:
@@ -437,16 +452,22 @@ def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_r
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("results.jsonl"),
-    show_default=True,
+    show_default="results.jsonl; with --shard I/N, results.shard-I-of-N.jsonl",
     help="Results file, appended per record: the job's checkpoint. A rerun resumes from it.",
 )
 @click.option(
     "--errors",
     "errors_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    show_default="errors.csv, or errors.retry.csv when INPUT is errors.csv",
+    show_default="errors.csv, or errors.retry.csv when INPUT is errors.csv; per shard too",
     help="The failed rows (card masked, CVV removed), to fix and feed back as INPUT.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    callback=_check_shard,
+    help="Process only the records whose key hashes to shard I of N (I from 0), so N "
+    "processes or hosts split one input; each gets its own results and errors files.",
 )
 @click.option(
     "--map",
@@ -511,8 +532,9 @@ def _confirm_restart(console: Console, results: ResultsFile, *, yes: bool, dry_r
 def enroll_command(
     input_path: Path,
     plan_id: str,
-    out: Path,
+    out: Path | None,
     errors_path: Path | None,
+    shard: Shard | None,
     mappings: tuple[str, ...],
     job_id: str | None,
     dry_run: bool,
@@ -539,16 +561,18 @@ def enroll_command(
     """
     if sandbox and base_url is not None:
         raise click.UsageError("give --sandbox or --base-url, not both")
-    errors_path = errors_path or _default_errors_path(input_path)
+    out = out or (_RESULTS_FILE if shard is None else shard.file_name(_RESULTS_FILE))
+    errors_path = errors_path or _default_errors_path(input_path, shard)
     _refuse_overwrites(input_path, out, errors_path)
     console = Console(highlight=False)
     try:
-        source = InputFile.open(input_path, parse_mapping(mappings))
+        source = attrs.evolve(InputFile.open(input_path, parse_mapping(mappings)), shard=shard)
         total = source.count()
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
     if total == 0:
-        raise click.BadParameter(f"{input_path} has a header but no records", param_hint="INPUT")
+        where = input_path if shard is None else f"shard {shard} of {input_path}"
+        raise click.BadParameter(f"{where} has a header but no records", param_hint="INPUT")
     target = Target(
         sandbox=sandbox,
         base_url=base_url,
@@ -581,7 +605,10 @@ def enroll_command(
         concurrency=concurrency,
         max_errors=max_errors,
         resume=_resume_command(
-            click.get_current_context(), job_id=results.job.job_id, errors_path=errors_path
+            click.get_current_context(),
+            job_id=results.job.job_id,
+            out=out,
+            errors_path=errors_path,
         ),
     )
     job = _FileJob(console, source, results, errors_path, Tally(total=total), options)

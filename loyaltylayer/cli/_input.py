@@ -32,6 +32,7 @@ from .._errors import ValidationError
 from .._secrets import Secret
 from .._seen import SeenKeys
 from ._errors_file import ERRORS_HEADER, restore
+from ._shard import Shard
 
 __all__ = [
     "MAX_FIELD",
@@ -144,6 +145,8 @@ class InputFile:
     """Record field -> the input column it is read from."""
     errors_file: bool = False
     """The input is an errors file of an earlier run (its header starts ``line,error``)."""
+    shard: Shard | None = None
+    """Only the rows whose key hashes to this shard are read (``--shard``)."""
 
     @property
     def echoed_columns(self) -> tuple[str, ...]:
@@ -207,8 +210,20 @@ class InputFile:
         return header
 
     def count(self) -> int:
-        """How many rows the file has (a streaming pass; nothing is kept)."""
-        return sum(1 for _ in self._raw_rows())
+        """How many rows the file (or its shard) has (a streaming pass; nothing is kept)."""
+        if self.shard is None:
+            return sum(1 for _ in self._raw_rows())
+        return sum(1 for raw in self._raw_rows() if self.shard.holds(self._key(raw)[1]))
+
+    def _key(self, raw: _RawRow) -> tuple[dict[str, str], str]:
+        """The row's fields, and its key (its ``reference``, else a hash of its cardholder and
+        card; a row that could not be read at all is keyed by its line)."""
+        fields = {
+            field: raw.values[column]
+            for field, column in self.by_field.items()
+            if column in raw.values
+        }
+        return fields, record_key(fields) if raw.values else f"line-{raw.line}"
 
     def rows(self) -> Iterator[CheckedRow]:
         """Every row, checked: a record when it is valid, its errors by column when it is not.
@@ -219,11 +234,9 @@ class InputFile:
         """
         seen_keys = SeenKeys()
         for raw in self._raw_rows():
-            fields = {
-                field: raw.values[column]
-                for field, column in self.by_field.items()
-                if column in raw.values
-            }
+            fields, key = self._key(raw)
+            if self.shard is not None and not self.shard.holds(key):
+                continue  # a duplicate hashes to the same shard: that one reports it
             errors = dict(raw.errors)
             record: EnrollRecord | None = None
             if not errors:
@@ -231,12 +244,6 @@ class InputFile:
                     record = EnrollRecord.from_row(fields)
                 except ValidationError as error:
                     errors = {self.by_field.get(f, f): reason for f, reason in error.errors.items()}
-            if record is not None:
-                key = record.key
-            elif raw.values:
-                key = record_key(fields)
-            else:
-                key = f"line-{raw.line}"
             seen = seen_keys.first_seen(key, raw.line)
             if record is not None and seen != raw.line:
                 record = None

@@ -23,7 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -49,6 +49,7 @@ __all__ = [
     "StartOver",
     "describe_error",
     "describe_errors",
+    "record_rows",
 ]
 
 _FORMAT = "loyaltylayer-results/2"
@@ -170,6 +171,42 @@ def _progress_of_row(row: object) -> EnrollProgress | None:
         ) from None
 
 
+def record_rows(
+    path: Path, stream: IO[str]
+) -> Iterator[tuple[dict[str, Any], EnrollProgress | None]]:
+    """The record rows of a results file after its first row, each checked (a malformed one is
+    a :class:`ResultsError` naming its line), with where each leaves its record.
+
+    A line that is not JSON at all is where a crash cut a write short, if it is the last line
+    or the next run's first row follows it; anywhere else it is damage.
+    """
+    unreadable: int | None = None
+    for number, text in enumerate(stream, start=2):
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError:
+            if unreadable is not None:
+                break
+            if not text.endswith("\n"):
+                return  # the last line, torn by a crash mid-write
+            unreadable = number
+            continue
+        except (ValueError, RecursionError):
+            raise ResultsError(f"{path} line {number}: is not valid JSON") from None
+        if _is_run_row(row):
+            unreadable = None
+            continue
+        if unreadable is not None:
+            break
+        try:
+            progress = _progress_of_row(row)
+        except ValueError as error:
+            raise ResultsError(f"{path} line {number}: {error}") from None
+        yield row, progress
+    if unreadable is not None:
+        raise ResultsError(f"{path} line {unreadable}: is not valid JSON")
+
+
 class ResultsFile(EnrollCheckpoint):
     """The results file of one run: what earlier runs of its job recorded, and this run's rows.
 
@@ -235,7 +272,7 @@ class ResultsFile(EnrollCheckpoint):
         earlier = MemoryCheckpoint()
         fresh_id = job_id or "job_" + uuid.uuid4().hex[:24]
         with path.open(encoding="utf-8", errors="replace", newline="") as stream:
-            job = JobInfo.from_row(path, cls._first_row(path, stream.readline()))
+            job = JobInfo.from_row(path, cls.first_row(path, stream.readline()))
             if forgets(job.environment):
                 start_over = StartOver(
                     earlier=job, reason="sandbox", created=0, kept_as=free_name(path, job.job_id)
@@ -269,7 +306,7 @@ class ResultsFile(EnrollCheckpoint):
         return cls(path, job, earlier=earlier, resumed=True, input=input, moved_from=moved_from)
 
     @staticmethod
-    def _first_row(path: Path, text: str) -> object:
+    def first_row(path: Path, text: str) -> object:
         try:
             return json.loads(text)
         except (ValueError, RecursionError):
@@ -305,34 +342,9 @@ class ResultsFile(EnrollCheckpoint):
 
     @staticmethod
     def _read_rows(path: Path, stream: IO[str], earlier: MemoryCheckpoint) -> None:
-        # A line that is not JSON at all is where a crash cut a write short, if it is the last
-        # line or the next run's first row follows it; anywhere else it is damage.
-        unreadable: int | None = None
-        for number, text in enumerate(stream, start=2):
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError:
-                if unreadable is not None:
-                    break
-                if not text.endswith("\n"):
-                    return  # the last line, torn by a crash mid-write
-                unreadable = number
-                continue
-            except (ValueError, RecursionError):
-                raise ResultsError(f"{path} line {number}: is not valid JSON") from None
-            if _is_run_row(row):
-                unreadable = None
-                continue
-            if unreadable is not None:
-                break
-            try:
-                progress = _progress_of_row(row)
-            except ValueError as error:
-                raise ResultsError(f"{path} line {number}: {error}") from None
+        for _row, progress in record_rows(path, stream):
             if progress is not None:
                 earlier.keep(progress)
-        if unreadable is not None:
-            raise ResultsError(f"{path} line {unreadable}: is not valid JSON")
 
     def open(self, line_of: Callable[[int], int]) -> None:
         """Start appending: set an earlier job's file aside, or mark where this run starts.

@@ -10,7 +10,18 @@ from rich.text import Text
 
 from ._progress import Tally
 
-__all__ = ["print_summary"]
+__all__ = ["created_and_failed", "print_summary"]
+
+
+def created_and_failed(tally: Tally) -> tuple[str, str]:
+    """The "Created" and "Failed" cells: the counts, and what is in them."""
+    created = str(tally.created)
+    if tally.replayed:
+        created += f" ({tally.replayed} replayed from an earlier run)"
+    failed = str(tally.failed)
+    if tally.failed:
+        failed += f" ({tally.retryable} retryable, {tally.invalid} invalid rows)"
+    return created, failed
 
 
 def print_summary(
@@ -31,15 +42,10 @@ def print_summary(
     table.add_column()
     table.add_row("Job", Text(job_id))
     table.add_row("Records", Text(str(tally.total)))
-    created = str(tally.created)
-    if tally.replayed:
-        created += f" ({tally.replayed} replayed from an earlier run)"
+    created, failed = created_and_failed(tally)
     table.add_row("Created", Text(created))
     table.add_row("Created earlier", Text(str(tally.created_earlier)))
     table.add_row("Already done", Text(str(tally.skipped)))
-    failed = str(tally.failed)
-    if tally.failed:
-        failed += f" ({tally.retryable} retryable, {tally.invalid} invalid rows)"
     table.add_row("Failed", Text(failed))
     table.add_row("Not started", Text(str(tally.total - tally.done)))
     table.add_row("Requests sent", Text(str(requests)))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,9 +23,20 @@ from typing import Any, Literal, Self
 import attrs
 import redis.asyncio as aioredis
 
-from .._errors import ConfigurationError
+from .._errors import BudgetExhaustedError, ConfigurationError
 from .._loops import LoopBound, leave_open
-from .._ratelimit import LeaseLimiter, Limiter, RateLimit, check_block, origin_of
+from .._ratelimit import (
+    PROBE_FIRST,
+    PROBE_LONGEST,
+    LeaseLimiter,
+    LeasePriority,
+    Limiter,
+    LimiterStats,
+    RateLimit,
+    ServerBudget,
+    check_block,
+    origin_of,
+)
 from .._retry_after import cap_retry_after
 from ._redis_connection import UNAVAILABLE, RedisClients, RedisUnavailableError, open_client
 
@@ -34,13 +46,17 @@ _log = logging.getLogger(__name__)
 
 _US = 1_000_000
 _JITTER = 0.005
-"""Up to 5 ms added to each sleep, so processes told the same wait do not poll in lockstep."""
+"""Up to 5 ms added to each batch poller's sleep, so processes told the same wait do not poll in
+lockstep. A token request or an interactive call, few and holding a claim on the next lease,
+asks again on time."""
 _MIN_SLEEP = 0.001
 _PRIORITY_GRACE = 1.0
-"""How long a priority waiter's claim on the reserve outlives its next expected poll.
+"""How long a waiting token request's or interactive call's claim on the next free lease
+outlives its next expected poll.
 
-A waiter that vanished (crashed, cancelled) costs normal requests one lease for at most this
-long after its last poll."""
+A waiter that vanished (crashed, cancelled) costs lower classes one lease for at most this long
+after its last poll."""
+_CLASS = {"token": 0, "interactive": 1, "batch": 2}
 
 # Every script starts here: the Redis clock in microseconds, and a way to keep a sorted set
 # alive exactly as long as its latest member.
@@ -55,35 +71,101 @@ local function expire_with_last(key)
 end
 """
 
+# The adaptive limit, shared by every process of the budget: a hash of the learned limit and
+# when to probe one higher (see loyaltylayer._ratelimit._LeasePool, which follows the same
+# rules). Its callers pass ceiling, hold, the first and the longest probe interval (windows).
+_ADAPT = """
+local function us(n) return string.format('%.0f', n) end
+local function keep(key, limit, probe_at, interval, step, probing, hold, longest)
+  redis.call('HSET', key, 'limit', limit, 'probe_at', us(probe_at), 'interval', interval,
+    'step', step, 'probing', probing)
+  redis.call('PEXPIRE', key, math.ceil((probe_at - now + longest * hold) / 1000))
+end
+local function adapted(key, ceiling, hold, first, longest)
+  local a = redis.call('HMGET', key, 'limit', 'probe_at', 'interval', 'step', 'probing')
+  if not a[1] then return ceiling end
+  local limit, probe_at = tonumber(a[1]), tonumber(a[2])
+  if now < probe_at then return limit end
+  local interval, step = tonumber(a[3]), tonumber(a[4])
+  if a[5] == '1' then
+    interval = math.max(first, math.floor(interval / 2))
+    step = step * 2
+  end
+  if limit >= ceiling then
+    redis.call('DEL', key)
+    return ceiling
+  end
+  limit = math.min(ceiling, limit + step)
+  keep(key, limit, now + interval * hold, interval, step, '1', hold, longest)
+  return limit
+end
+local function lower(key, limit, resumes, ceiling, hold, first, longest)
+  local current = adapted(key, ceiling, hold, first, longest)
+  local a = redis.call('HMGET', key, 'interval', 'probing')
+  local interval = tonumber(a[1] or first)
+  if a[2] == '1' then interval = math.min(longest, interval * 2) end
+  keep(key, math.min(current, limit), resumes + interval * hold, interval, 1, '0', hold, longest)
+end
+"""
+
 _ACQUIRE = (
     _PRELUDE
+    + _ADAPT
     + """
--- KEYS: leases, blocked, priority waiters.
--- ARGV: limit, priority (1/0), id, in-flight TTL us, hold us, priority grace us.
--- Returns {1, 0} when lease `id` is taken, else {0, us before one can be free}.
-local limit, priority, id = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3]
+-- KEYS: leases, blocked, token claims, interactive claims, adaptive limit, batch pace.
+-- ARGV: ceiling, class (0 token, 1 interactive, 2 batch), id, in-flight TTL us, hold us,
+--       claim grace us, reserve, adaptive (1/0), first and longest probe interval.
+-- Returns {1, 0, leases held before it, limit, 0} when lease `id` is taken, else {0, us to
+-- sleep before asking again, us at least before a lease can be this class's, limit, us of
+-- block left}.
+local ceiling, class, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local ttl, hold, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local wait = tonumber(redis.call('GET', KEYS[2]) or '0') - now
-if wait <= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if not priority and redis.call('ZCARD', KEYS[3]) > 0 then limit = limit - 1 end
-  if redis.call('ZCARD', KEYS[1]) < limit then
-    redis.call('ZADD', KEYS[1], now + ttl, id)
-    expire_with_last(KEYS[1])
-    if priority then redis.call('ZREM', KEYS[3], id) end
-    return {1, 0}
+local reserve, first, longest = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local limit = ceiling
+if ARGV[8] == '1' then limit = adapted(KEYS[5], ceiling, hold, first, longest) end
+local blocked = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') - now, 0)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+-- Every waiting claim of a higher class holds one lease back from this one.
+local allowed = limit
+if class == 2 then allowed = math.max(1, limit - reserve) end
+if class >= 1 then allowed = allowed - redis.call('ZCARD', KEYS[3]) end
+if class == 2 then allowed = allowed - redis.call('ZCARD', KEYS[4]) end
+local held = redis.call('ZCARD', KEYS[1])
+-- With the budget in full use, batch calls go at most one per hold / limit, so the leases
+-- free up evenly (see loyaltylayer._ratelimit._LeasePool._grant).
+local paced = 0
+if class == 2 then paced = math.max(tonumber(redis.call('GET', KEYS[6]) or '0') - now, 0) end
+if blocked == 0 and paced == 0 and held < allowed then
+  redis.call('ZADD', KEYS[1], now + ttl, id)
+  expire_with_last(KEYS[1])
+  if class < 2 then redis.call('ZREM', KEYS[3 + class], id) end
+  if class == 2 and held + 1 >= allowed then
+    local spacing = math.floor(hold / limit)
+    redis.call('SET', KEYS[6], us(now + spacing), 'PX', math.ceil(spacing / 1000) + 1)
   end
-  -- A lease still in flight ends no sooner than now + hold: never sleep past a free slot.
-  wait = hold
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if first[2] then wait = math.min(tonumber(first[2]) - now, hold) end
+  return {1, 0, held, limit, 0}
 end
-if priority then
-  redis.call('ZADD', KEYS[3], now + wait + grace, id)
-  expire_with_last(KEYS[3])
+-- A lease in flight ends no sooner than now + hold: never sleep past a free slot.
+local sleep, estimate = hold, hold
+local firsts = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if firsts[2] then sleep = math.min(tonumber(firsts[2]) - now, hold) end
+local need = held - allowed + 1
+if need >= 1 and need <= held then
+  local nth = redis.call('ZRANGE', KEYS[1], need - 1, need - 1, 'WITHSCORES')
+  estimate = math.min(tonumber(nth[2]) - now, hold)
 end
-return {0, wait}
+if held < allowed then sleep = paced end
+if blocked > 0 then
+  sleep = blocked
+  estimate = math.max(estimate, blocked)
+end
+if class < 2 then
+  redis.call('ZADD', KEYS[3 + class], now + sleep + grace, id)
+  expire_with_last(KEYS[3 + class])
+end
+return {0, sleep, estimate, limit, blocked}
 """
 )
 
@@ -103,11 +185,58 @@ return 0
 
 _BLOCK = (
     _PRELUDE
+    + _ADAPT
     + """
--- KEYS: blocked. ARGV: us from now. A shorter block never shortens a longer one.
+-- KEYS: blocked, leases, adaptive limit. ARGV: us from now, adaptive (1/0), ceiling, hold us,
+-- first and longest probe interval, leases held when the refused request got its lease (-1:
+-- not known). A shorter block never shortens a longer one.
+-- A 429 outside a known block means the server counted more than it allows, and of ours at
+-- most the leases held when the refused request got its lease; unknown, at most the requests
+-- answered by now (a lease in flight is scored past now + hold) less the refused one. The
+-- shared limit drops to that.
 local ends = now + tonumber(ARGV[1])
-if ends > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], string.format('%.0f', ends), 'PX', math.ceil(tonumber(ARGV[1]) / 1000))
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[2] == '1' and now >= current then
+  local before = tonumber(ARGV[7])
+  if before < 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    before = redis.call('ZCOUNT', KEYS[2], '-inf', now + tonumber(ARGV[4])) - 1
+  end
+  lower(KEYS[3], math.max(1, before), ends, tonumber(ARGV[3]), tonumber(ARGV[4]),
+    tonumber(ARGV[5]), tonumber(ARGV[6]))
+end
+if ends > current then
+  redis.call('SET', KEYS[1], us(ends), 'PX', math.ceil(tonumber(ARGV[1]) / 1000))
+end
+"""
+)
+
+_OBSERVE = (
+    _PRELUDE
+    + _ADAPT
+    + """
+-- KEYS: leases, adaptive limit, blocked. ARGV: ceiling, hold us, first and longest probe
+-- interval, the server's limit, remaining and reset us (-1: not sent).
+-- Standard rate-limit headers: a lower limit, or fewer remaining than the leases free, mean
+-- the server allows fewer of ours; none remaining pauses everyone until the reset.
+local ceiling, hold = tonumber(ARGV[1]), tonumber(ARGV[2])
+local first, longest = tonumber(ARGV[3]), tonumber(ARGV[4])
+local server, remaining, reset = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local limit = adapted(KEYS[2], ceiling, hold, first, longest)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local allowed = limit
+if server > 0 then allowed = math.min(allowed, server) end
+if remaining >= 0 then
+  allowed = math.min(allowed, redis.call('ZCARD', KEYS[1]) + remaining)
+  if remaining == 0 and reset > 0 then
+    local ends = now + reset
+    if ends > tonumber(redis.call('GET', KEYS[3]) or '0') then
+      redis.call('SET', KEYS[3], us(ends), 'PX', math.ceil(reset / 1000))
+    end
+  end
+end
+if allowed < limit then
+  lower(KEYS[2], math.max(1, allowed), now, ceiling, hold, first, longest)
 end
 """
 )
@@ -122,15 +251,14 @@ return math.max(tonumber(redis.call('GET', KEYS[1]) or '0') - now, 0)
 
 
 @attrs.frozen(kw_only=True)
-class RedisLimiterStats:
-    """Counters of one :class:`RedisRateLimiter` (this process only), for logs and benchmarks."""
+class RedisLimiterStats(LimiterStats):
+    """Counters of one :class:`RedisRateLimiter` (this process only), for logs and benchmarks.
 
-    started: int
-    """Leases this process took through Redis."""
-    in_flight: int
-    """Leases of this process whose request has not ended yet."""
-    waiting: int
-    """Coroutines of this process waiting for a lease."""
+    ``started``, ``in_flight`` and ``waiting`` are this process's; ``held`` is its leases in
+    flight (the cooling ones are in Redis); ``limit`` and ``blocked_for`` are the shared
+    budget's as last seen.
+    """
+
     polls: int
     """Acquire scripts this process ran: about one per lease it took or saw freed."""
     overran: int
@@ -143,7 +271,10 @@ class RedisLimiterStats:
 class _Keys:
     leases: str
     blocked: str
-    priority: str
+    token: str
+    interactive: str
+    adaptive: str
+    pace: str
 
 
 def _normalize_origin(origin: str) -> str:
@@ -162,17 +293,21 @@ class RedisRateLimiter(Limiter):
     same :class:`RateLimit` and the same ``egress_id``; they then share one budget of
     ``requests`` leases per ``per`` seconds, exactly like coroutines sharing an in-memory limiter.
 
-    Priority (the token request) may take all N leases; while a priority request waits, normal
-    requests may only take N-1, so the next lease that frees goes to it. The reserve exists only
-    while someone needs it: without a waiting token request, batches use all N.
+    Waiters are served by class, across processes: each waiting token request holds one lease
+    back from interactive and batch calls, and each waiting interactive call one lease back from
+    batch calls, so the next lease that frees goes to it. That claim exists only while someone
+    waits: without them, batches use all N (less ``RateLimit.reserve``, which only interactive
+    calls and the token request may take). With ``RateLimit.adaptive``, the limit learned from
+    a 429 (or from rate-limit headers) is kept in Redis and shared by every process.
 
     A lease in flight counts for ``hold + request_timeout`` seconds unless released sooner, so a
     worker that dies mid-request gives its lease back by itself. ``request_timeout`` must be at
     least the SDK's timeout for one attempt.
 
-    Waiting costs Redis one script call per freed lease and process: the coroutines of a process
-    take turns (one asks, the rest wait on a lock), and the one asking sleeps exactly until the
-    earliest moment a lease can be free, plus a few milliseconds of jitter.
+    Waiting costs Redis one script call per freed lease and process: the batch coroutines of a
+    process take turns (one asks, the rest wait on a lock; token requests and interactive calls
+    ask on their own), and the one asking sleeps exactly until the earliest moment a lease can
+    be free, plus a few milliseconds of jitter.
 
     If Redis cannot be reached, ``on_unavailable="fail"`` (the default) raises
     :class:`RedisUnavailableError`. ``"local"`` logs a warning and falls back, for the rest of
@@ -224,12 +359,19 @@ class RedisRateLimiter(Limiter):
         self._release_script = client.register_script(_RELEASE)
         self._block_script = client.register_script(_BLOCK)
         self._blocked_for_script = client.register_script(_BLOCKED_FOR)
+        self._observe_script = client.register_script(_OBSERVE)
         self._origin: str | None = None
         self._keys: _Keys | None = None
         # The coroutines of one loop take turns to poll.
         self._turns = LoopBound(asyncio.Lock, leave_open, what=f"this {type(self).__name__}")
+        self._limit = rate_limit.requests
+        self._held_before_last = -1
+        """Leases held when the lease last given back was granted (-1: none yet): evidence of
+        what the server counted, should its request have got a 429."""
+        self._blocked_until = 0.0  # time.monotonic() when the block last seen ends
         self._local: Limiter | None = None
         self._started = 0
+        self._interactive_started = 0
         self._in_flight = 0
         self._waiting = 0
         self._polls = 0
@@ -243,6 +385,8 @@ class RedisRateLimiter(Limiter):
         requests: int = 100,
         per: float = 60.0,
         margin: float | None = None,
+        reserve: int = 0,
+        adaptive: bool = True,
         egress_id: str = "default",
         on_unavailable: Literal["fail", "local"] = "fail",
         expected_workers: int | None = None,
@@ -255,7 +399,9 @@ class RedisRateLimiter(Limiter):
         """
         limiter = cls(
             open_client(url),
-            RateLimit(requests=requests, per=per, margin=margin),
+            RateLimit(
+                requests=requests, per=per, margin=margin, reserve=reserve, adaptive=adaptive
+            ),
             egress_id=egress_id,
             on_unavailable=on_unavailable,
             expected_workers=expected_workers,
@@ -276,8 +422,12 @@ class RedisRateLimiter(Limiter):
     def stats(self) -> RedisLimiterStats:
         return RedisLimiterStats(
             started=self._started,
+            interactive_started=self._interactive_started,
             in_flight=self._in_flight,
             waiting=self._waiting,
+            held=self._in_flight,
+            blocked_for=max(0.0, self._blocked_until - time.monotonic()),
+            limit=self._limit,
             polls=self._polls,
             overran=self._overran,
             local=self._local is not None,
@@ -287,15 +437,21 @@ class RedisRateLimiter(Limiter):
         """Pace requests to ``origin`` (``scheme://host[:port]`` of the API); returns ``self``.
 
         The keys are ``{loyaltylayer:<origin>:<egress_id>}:leases`` (and ``:blocked``,
-        ``:priority``), so two APIs, or two egress IPs, never share a budget. Binding again to
-        the same origin is a no-op; to another one is an error.
+        ``:priority``, ``:interactive``, ``:adaptive``, ``:pace``), so two APIs, or two egress
+        IPs, never share a budget. Binding again to the same origin is a no-op; to another one
+        is an error.
         """
         normalized = _normalize_origin(origin)
         if self._origin is None:
             tag = f"{{loyaltylayer:{normalized}:{self._egress_id}}}"
             self._origin = normalized
             self._keys = _Keys(
-                leases=f"{tag}:leases", blocked=f"{tag}:blocked", priority=f"{tag}:priority"
+                leases=f"{tag}:leases",
+                blocked=f"{tag}:blocked",
+                token=f"{tag}:priority",
+                interactive=f"{tag}:interactive",
+                adaptive=f"{tag}:adaptive",
+                pace=f"{tag}:pace",
             )
         elif self._origin != normalized:
             raise ConfigurationError(
@@ -312,20 +468,23 @@ class RedisRateLimiter(Limiter):
             except RedisUnavailableError as exc:
                 await self._fall_back(exc)
 
-    def lease(self, *, priority: bool = False) -> AbstractAsyncContextManager[None]:
-        return self._lease(priority)
+    def lease(
+        self, *, priority: LeasePriority = "interactive", max_wait: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        return self._lease(priority, max_wait)
 
     @asynccontextmanager
-    async def _lease(self, priority: bool) -> AsyncIterator[None]:
+    async def _lease(self, priority: LeasePriority, max_wait: float | None) -> AsyncIterator[None]:
         local = self._local
         lease_id = uuid.uuid4().hex
+        held = -1
         if local is None:
             try:
-                await self._acquire(lease_id, priority)
+                held = await self._acquire(lease_id, priority, max_wait)
             except RedisUnavailableError as exc:
                 local = await self._fall_back(exc)
         if local is not None:
-            async with local.lease(priority=priority):
+            async with local.lease(priority=priority, max_wait=max_wait):
                 yield
             return
         self._in_flight += 1
@@ -333,45 +492,82 @@ class RedisRateLimiter(Limiter):
             yield
         finally:
             self._in_flight -= 1
+            self._held_before_last = held
             await self._release(lease_id)
 
-    async def _acquire(self, lease_id: str, priority: bool) -> None:
+    async def _acquire(self, lease_id: str, priority: LeasePriority, max_wait: float | None) -> int:
+        """Take lease ``lease_id``; how many leases were held when it was granted."""
         self._waiting += 1
         try:
-            # A priority request is rare (one token refresh per process), so it polls on its
-            # own instead of queueing behind the normal coroutines' turn.
-            if priority:
-                await self._poll(lease_id, priority=True)
-            else:
-                turn = await self._turns.get()
-                async with turn:
-                    await self._poll(lease_id, priority=False)
+            # Token requests and interactive calls are few and must not queue behind the batch
+            # coroutines' turn: each polls on its own. The batch coroutines of one loop take
+            # turns to poll.
+            if priority != "batch":
+                return await self._poll(lease_id, priority, max_wait)
+            turn = await self._turns.get()
+            async with turn:
+                return await self._poll(lease_id, priority, max_wait)
         finally:
             self._waiting -= 1
 
-    async def _poll(self, lease_id: str, *, priority: bool) -> None:
+    async def _poll(self, lease_id: str, priority: LeasePriority, max_wait: float | None) -> int:
         keys = self._bound_keys()
+        rate = self._rate
         args = (
-            self._rate.requests,
-            int(priority),
+            rate.requests,
+            _CLASS[priority],
             lease_id,
             self._in_flight_us,
             self._hold_us,
             math.ceil(_PRIORITY_GRACE * _US),
+            rate.reserve,
+            int(rate.adaptive),
+            PROBE_FIRST,
+            PROBE_LONGEST,
         )
+        loop = asyncio.get_running_loop()
+        deadline = None if max_wait is None else loop.time() + max_wait
         while True:
             self._polls += 1
             client = await self._redis.get()
-            granted, wait_us = await self._run(
+            reply = await self._run(
                 self._acquire_script(
-                    keys=[keys.leases, keys.blocked, keys.priority], args=args, client=client
+                    keys=[
+                        keys.leases,
+                        keys.blocked,
+                        keys.token,
+                        keys.interactive,
+                        keys.adaptive,
+                        keys.pace,
+                    ],
+                    args=args,
+                    client=client,
                 )
             )
+            granted, sleep_us, estimate_us, limit, blocked_us = (int(value) for value in reply)
+            self._limit = limit
+            self._blocked_until = time.monotonic() + blocked_us / _US
             if granted:
                 self._started += 1
-                return
-            wait = min(max(int(wait_us) / _US, _MIN_SLEEP), self._rate.hold)
-            await asyncio.sleep(wait + random.uniform(0.0, _JITTER))
+                self._interactive_started += priority != "batch"
+                return estimate_us  # for a granted lease: the leases held before it
+            wait = min(max(sleep_us / _US, _MIN_SLEEP), self._rate.hold)
+            if deadline is not None:
+                left = deadline - loop.time()
+                if estimate_us / _US > left:
+                    await self._withdraw(priority, lease_id)
+                    raise BudgetExhaustedError(retry_after=estimate_us / _US)
+                wait = min(wait, left)
+            jitter = random.uniform(0.0, _JITTER) if priority == "batch" else 0.0
+            await asyncio.sleep(wait + jitter)
+
+    async def _withdraw(self, priority: LeasePriority, lease_id: str) -> None:
+        """A waiter that gives up takes back its claim at once, instead of after its grace."""
+        keys = self._bound_keys()
+        claims = {"token": keys.token, "interactive": keys.interactive}.get(priority)
+        if claims is not None:
+            client = await self._redis.get()
+            await self._run(client.zrem(claims, lease_id))
 
     async def _release(self, lease_id: str) -> None:
         keys = self._bound_keys()
@@ -400,14 +596,32 @@ class RedisRateLimiter(Limiter):
         block_us = -(-check_block(seconds) // 1000)
         if not block_us:
             return
+        if self._rate.adaptive:
+            # One margin more, as the in-process limiter does: the requests the server refused
+            # as the block began leave its window before the next burst.
+            block_us += self._hold_us - math.ceil(self._rate.per * _US)
         local = self._local
         if local is None:
             keys = self._bound_keys()
             client = await self._redis.get()
+            rate = self._rate
             try:
                 await self._run(
-                    self._block_script(keys=[keys.blocked], args=[block_us], client=client)
+                    self._block_script(
+                        keys=[keys.blocked, keys.leases, keys.adaptive],
+                        args=[
+                            block_us,
+                            int(rate.adaptive),
+                            rate.requests,
+                            self._hold_us,
+                            PROBE_FIRST,
+                            PROBE_LONGEST,
+                            self._held_before_last,
+                        ],
+                        client=client,
+                    )
                 )
+                self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
                 return
             except RedisUnavailableError as exc:
                 local = await self._fall_back(exc)
@@ -422,10 +636,39 @@ class RedisRateLimiter(Limiter):
                 left_us = await self._run(
                     self._blocked_for_script(keys=[keys.blocked], client=client)
                 )
+                self._blocked_until = time.monotonic() + int(left_us) / _US
                 return int(left_us) / _US
             except RedisUnavailableError as exc:
                 local = await self._fall_back(exc)
         return await local.blocked_for()
+
+    async def observe(self, budget: ServerBudget) -> None:
+        if not self._rate.adaptive:
+            return
+        local = self._local
+        if local is not None:
+            await local.observe(budget)
+            return
+        keys = self._bound_keys()
+        unsent = -1
+        args = [
+            self._rate.requests,
+            self._hold_us,
+            PROBE_FIRST,
+            PROBE_LONGEST,
+            unsent if budget.limit is None else budget.limit,
+            unsent if budget.remaining is None else budget.remaining,
+            unsent if budget.reset is None else math.ceil(budget.reset * _US),
+        ]
+        client = await self._redis.get()
+        try:
+            await self._run(
+                self._observe_script(
+                    keys=[keys.leases, keys.adaptive, keys.blocked], args=args, client=client
+                )
+            )
+        except RedisUnavailableError as exc:
+            await self._fall_back(exc)
 
     async def aclose(self) -> None:
         if self._local is not None:

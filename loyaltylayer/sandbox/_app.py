@@ -208,15 +208,27 @@ class _Pipeline:
             raise _invalid_token()
 
     async def _process(self, request: web.Request, call: Call) -> Answer:
-        core = self._core
-        route = ROUTES.get(call.path)
         parsed: object = None
         if request.method == "POST" and request.body_exists:
             parsed = await _read_json(request)
-        if core.limiter is not None:
-            blocked = core.limiter.hit(self._rate_key(request, call, parsed), call.now)
+        limiter = self._core.limiter
+        if limiter is None:
+            return await self._route(request, call, parsed)
+        key = self._rate_key(request, call, parsed)
+        blocked = limiter.hit(key, call.now)
+        rate_headers = limiter.headers(key, call.now)
+        try:
             if blocked > 0:
                 raise rate_limited(blocked)
+            status, body, headers = await self._route(request, call, parsed)
+        except ApiError as error:
+            error.headers.update(rate_headers)
+            raise
+        return status, body, {**headers, **rate_headers}
+
+    async def _route(self, request: web.Request, call: Call, parsed: object) -> Answer:
+        core = self._core
+        route = ROUTES.get(call.path)
         if route is None:
             raise ApiError(404, "not_found", f"No endpoint at {call.path}.")
         if request.method != route.method:

@@ -34,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window-kind", choices=("fixed", "sliding"), default="fixed")
     parser.add_argument("--rate-key", choices=("ip", "client_id", "off"), default="ip")
     parser.add_argument("--block", type=float, default=60.0, help="block after the limit, s")
+    parser.add_argument(
+        "--background-rate",
+        type=int,
+        default=0,
+        help="requests per window another service sends from 127.0.0.1 (counted, not served)",
+    )
+    parser.add_argument(
+        "--rate-headers", action="store_true", help="send RateLimit-Limit/-Remaining/-Reset"
+    )
     parser.add_argument("--token-ttl", type=float, default=1800.0, help="access token life, s")
     parser.add_argument("--enrol-token-ttl", type=float, default=900.0, help="enrol token life, s")
     parser.add_argument("--idempotency-ttl", type=float, default=86400.0, help="key life, s")
@@ -67,6 +76,8 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
         window_kind=args.window_kind,
         rate_key=args.rate_key,
         block=args.block,
+        background_rate=args.background_rate,
+        rate_headers=args.rate_headers,
         token_ttl=args.token_ttl,
         enrol_token_ttl=args.enrol_token_ttl,
         idempotency_ttl=args.idempotency_ttl,

@@ -128,9 +128,19 @@ def _registered(
             )
 
 
+def _background_rate(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("SandboxConfig.background_rate must be a whole number, 0 or more")
+
+
 @attrs.frozen(kw_only=True)
 class SandboxConfig:
     """Everything a sandbox is started with. ``rate_key="off"`` disables rate limiting.
+
+    ``background_rate`` emulates another service on the same IP (``background_ip``): that
+    many requests per window, evenly spread, counted by the rate limit like any other.
+    ``rate_headers`` adds ``RateLimit-Limit``/``-Remaining``/``-Reset`` to every answer
+    (off by default: the guide does not promise them).
 
     ``clock`` is any ``Callable[[], float]`` returning epoch seconds; ``None`` follows the event
     loop the server runs on (see :class:`~loyaltylayer.sandbox.Clock`).
@@ -147,6 +157,9 @@ class SandboxConfig:
         default="ip", validator=_one_of("ip", "client_id", "off")
     )
     block: float = attrs.field(default=60.0, validator=_positive_number)
+    background_rate: int = attrs.field(default=0, validator=_background_rate)
+    background_ip: str = "127.0.0.1"
+    rate_headers: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     token_ttl: float = attrs.field(default=1800.0, validator=_positive_number)
     enrol_token_ttl: float = attrs.field(default=900.0, validator=_positive_number)
     idempotency_ttl: float = attrs.field(default=86400.0, validator=_positive_number)

@@ -1,4 +1,5 @@
-"""The control plane under ``/__sandbox/``: reset, faults, clock, journal, passes, key rotation.
+"""The control plane under ``/__sandbox/``: reset, faults, clock, journal, passes, key rotation,
+the other service's traffic on the IP.
 
 Loopback clients only (403 otherwise), never rate limited, never journaled.
 
@@ -77,6 +78,19 @@ async def _passes(core: Core, request: web.Request) -> web.Response:
     return _json(200, {"passes": core.state.passes(client_id)})
 
 
+async def _background(core: Core, request: web.Request) -> web.Response:
+    limiter = core.limiter
+    if limiter is None:
+        raise ValueError("rate limiting is off (rate_key=off): there is no IP to share")
+    if request.method == "POST":
+        raw = await _body(request)
+        requests = raw.get("requests") if isinstance(raw, dict) else None
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+            raise ValueError('send {"requests": N}, N a whole number of requests per window')
+        limiter.set_background(requests, core.clock.now())
+    return _json(200, limiter.background(core.clock.now()))
+
+
 async def _reset(core: Core, _request: web.Request) -> web.Response:
     core.reset()
     return _json(200, {"reset": True})
@@ -93,6 +107,7 @@ _ROUTES = {
     "journal": (("GET", "DELETE"), _journal),
     "passes": (("GET",), _passes),
     "keys/rotate": (("POST",), _rotate),
+    "background": (("GET", "POST"), _background),
 }
 
 

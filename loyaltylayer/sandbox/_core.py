@@ -47,6 +47,9 @@ class Core:
                 window=config.rate_window,
                 kind=config.window_kind,
                 block=config.block,
+                background=config.background_rate,
+                background_key=f"ip:{config.background_ip}",
+                headers=config.rate_headers,
             )
 
     def rotate_keys(self) -> str:

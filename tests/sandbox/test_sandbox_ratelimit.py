@@ -167,3 +167,90 @@ async def test_control_plane_is_not_limited_and_batch_counts_once(make: object) 
             assert resp.status == 200
     assert (await api.request("GET", "/v1/card/encryption-keys")).status == 200
     assert (await api.request("GET", "/v1/card/encryption-keys")).status == 429
+
+
+# -- another service on the IP, and the optional headers -------------------------------------
+
+
+async def _control(api: Api, method: str, path: str, body: object = None) -> tuple[int, object]:
+    async with api.session.request(method, api.base + "/__sandbox/" + path, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_background_traffic_counts_against_the_same_ip(make: object) -> None:
+    api = await make(rate_key="ip", rate_limit=10, rate_window=10.0, block=30.0, background_rate=4)  # type: ignore[operator]
+    _align(api, 10.0)
+    token = await api.token()  # the other service's first request comes with this one
+    api.sandbox.clock.advance(9.0)  # 3 more of theirs by now, evenly spread: 4 in this window
+    assert await _keys(api, 5, token) == [200] * 5
+    assert await _keys(api, 1, token) == [429]  # 4 + 1 + 5 = 10, then one over
+    api.sandbox.clock.advance(2.5)
+    status, body = await _control(api, "GET", "background")
+    assert (status, body) == (
+        200,
+        {"requests": 4, "key": "ip:127.0.0.1", "sent": 5, "refused": 1},
+    )
+
+
+async def test_background_traffic_is_set_through_the_control_plane(make: object) -> None:
+    api = await make(rate_key="ip", rate_limit=3, rate_window=10.0)  # type: ignore[operator]
+    _align(api, 10.0)
+    token = await api.token()
+    assert (await _control(api, "POST", "background", {"requests": 10}))[0] == 200
+    api.sandbox.clock.advance(1.0)  # theirs at 0 and 1 s: with our token, the window is full
+    assert await _keys(api, 1, token) == [429]
+    status, body = await _control(api, "POST", "background", {"requests": 0})
+    assert (status, body) == (200, {"requests": 0, "key": "ip:127.0.0.1", "sent": 2, "refused": 0})
+    for bad in ({"requests": -1}, {"requests": 1.5}, {"requests": True}, {}, [3]):
+        status, reply = await _control(api, "POST", "background", bad)
+        assert status == 400
+        assert reply["error"] == "invalid_request"  # type: ignore[index]
+
+
+async def test_background_needs_rate_limiting_on(make: object) -> None:
+    api = await make(rate_key="off")  # type: ignore[operator]
+    status, reply = await _control(api, "GET", "background")
+    assert status == 400
+    assert "rate limiting is off" in reply["error_description"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_background_rate_is_checked(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"SandboxConfig\.background_rate must be a whole number"):
+        SandboxConfig(background_rate=bad)  # type: ignore[arg-type]
+
+
+async def test_no_rate_limit_headers_unless_asked(make: object) -> None:
+    api = await make(rate_key="ip")  # type: ignore[operator]
+    reply = await api.request("GET", "/v1/card/encryption-keys", auth=False)
+    assert not [name for name in reply.headers if name.lower().startswith("ratelimit")]
+
+
+@pytest.mark.parametrize("kind", ["fixed", "sliding"])
+async def test_rate_limit_headers_say_what_is_left(make: object, kind: str) -> None:
+    api = await make(  # type: ignore[operator]
+        rate_key="ip",
+        rate_limit=3,
+        rate_window=10.0,
+        window_kind=kind,
+        block=30.0,
+        rate_headers=True,
+    )
+    _align(api, 10.0, at=4.0)
+    token = await api.token()
+    reply = await api.request(
+        "GET", "/v1/card/encryption-keys", headers={"Authorization": f"Bearer {token}"}
+    )
+    expected_reset = "6" if kind == "fixed" else "10"
+    assert (
+        reply.headers["RateLimit-Limit"],
+        reply.headers["RateLimit-Remaining"],
+        reply.headers["RateLimit-Reset"],
+    ) == ("3", "1", expected_reset)
+    assert (await api.request("GET", "/nowhere", auth=False)).headers["RateLimit-Remaining"] == "0"
+    blocked = await api.request("GET", "/nowhere", auth=False)
+    assert blocked.status == 429
+    assert (blocked.headers["RateLimit-Remaining"], blocked.headers["RateLimit-Reset"]) == (
+        "0",
+        "30",
+    )
