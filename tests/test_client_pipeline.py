@@ -7,10 +7,10 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from sdk_env import card, holder, new_pass, paths, running
+from sdk_env import CLIENT_ID, CLIENT_SECRET, card, holder, new_pass, paths, running
 
 import loyaltylayer as ll
-from loyaltylayer.sandbox import Fault, SandboxConfig
+from loyaltylayer.sandbox import Fault, Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.looptime
 
@@ -343,13 +343,24 @@ async def test_a_connect_timeout_near_the_deadline_is_retried_until_the_deadline
     unanswered_address: str,
 ) -> None:
     # Every attempt's total is cut short by the deadline (25 s left of a 30 s timeout), but
-    # connecting gives up after 10 s: that is the attempt's own timeout, to be retried.
-    async with ll.AsyncLoyaltyLayer(
-        "a", "b", unanswered_address, timeout=30.0, deadline=25.0, max_retries=5, rate_limit=None
-    ) as client:
+    # connecting gives up after 10 s: that is the attempt's own timeout, to be retried. The token
+    # comes from a sandbox that answers, so that every attempt is the call's own.
+    async with (
+        Sandbox(SandboxConfig(seed=1)) as sandbox,
+        ll.AsyncLoyaltyLayer(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            unanswered_address,
+            auth_url=sandbox.base_url,
+            timeout=30.0,
+            deadline=25.0,
+            max_retries=5,
+            rate_limit=None,
+        ) as client,
+    ):
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(ll.APITimeoutError) as excinfo:
             await client.passes.status("pss_1")
     assert loop.time() - started == pytest.approx(25.0, abs=0.1)
-    assert excinfo.value.attempts >= 2
+    assert excinfo.value.attempts == 3  # connect timeouts at 10 s and 20 s, cut short at 25 s

@@ -6,6 +6,7 @@ of the sync client alone are in ``test_sync_hosts.py``; the harness is ``hosts.p
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from hosts import (
     answered_by_workers,
     assert_clean,
     celery_worker,
+    create_pass,
     free_port,
     gunicorn,
     host_env,
@@ -27,6 +29,7 @@ from hosts import (
     wait_for_log,
     write,
 )
+from sandbox_process import SandboxProcess
 
 from loyaltylayer._ratelimit import origin_of
 
@@ -163,8 +166,13 @@ from fastapi.responses import PlainTextResponse
 import loyaltylayer as ll
 
 PASS_ID = os.environ["PASS_ID"]
-async_client = ll.AsyncLoyaltyLayer.from_env()  # `async def` endpoints: uvicorn's loop
-client = ll.LoyaltyLayer.from_env()  # `def` endpoints, which FastAPI runs in worker threads
+# A budget of RATE_REQUESTS per RATE_PER seconds when set (the test of one budget for both).
+rate = ll.RateLimit(
+    requests=int(os.environ.get("RATE_REQUESTS", "100")),
+    per=float(os.environ.get("RATE_PER", "60")),
+)
+async_client = ll.AsyncLoyaltyLayer.from_env(rate_limit=rate)  # `async def` endpoints
+client = ll.LoyaltyLayer.from_env(rate_limit=rate)  # `def` endpoints, run in worker threads
 
 
 @contextlib.asynccontextmanager
@@ -190,8 +198,8 @@ def status_sync():
 def test_fastapi_on_uvicorn_with_the_async_and_the_sync_client(
     host_sandbox: tuple[str, str], tmp_path: Path
 ) -> None:
-    """The app a later check of one budget for both clients extends: today, both work, and the
-    server stops cleanly (the lifespan closes the async client, the portal the sync one)."""
+    """Both clients work, and the server stops cleanly (the lifespan closes the async client,
+    the portal the sync one)."""
     url, pass_id = host_sandbox
     write(tmp_path, "fastapp.py", FASTAPI_APP)
     port = free_port()
@@ -204,6 +212,37 @@ def test_fastapi_on_uvicorn_with_the_async_and_the_sync_client(
     assert answers == [f"{server.process.pid} {pass_id}"] * 80
     assert server.returncode in (0, -signal.SIGTERM)  # uvicorn raises the signal again once done
     assert "Application shutdown complete." in server.log
+    assert_clean(server.log)
+
+
+def test_fastapi_async_and_sync_clients_share_one_budget(tmp_path: Path) -> None:
+    """The async client on uvicorn's loop and the sync client on the portal's loop, called at
+    once: the sandbox, limiting its IP to 10 requests in any second, never counts more and
+    refuses nothing. Two budgets would each send 10 a second."""
+    sandbox = SandboxProcess(
+        "--rate-limit", "10", "--rate-window", "1", "--window-kind", "sliding", "--block", "5"
+    )  # fmt: skip
+    try:
+        pass_id = create_pass(sandbox.url)
+        write(tmp_path, "fastapp.py", FASTAPI_APP)
+        port = free_port()
+        command = [
+            sys.executable, "-X", "dev", "-m", "uvicorn", "fastapp:app", "--host", "127.0.0.1",
+            "--port", str(port),
+        ]  # fmt: skip
+        env = host_env(sandbox.url, pass_id, tmp_path) | {"RATE_REQUESTS": "10", "RATE_PER": "1"}
+        with serve(command, port=port, env=env, cwd=tmp_path) as server:
+            paths = ["", "sync"] * 20
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda path: server.get_many(1, path=path)[0], paths))
+        entries = sandbox.journal()
+    finally:
+        sandbox.close()
+    assert answers == [f"{server.process.pid} {pass_id}"] * 40
+    assert [entry["status"] for entry in entries].count(429) == 0
+    assert [entry["path"] for entry in entries].count(STATUS) == 41  # and serve()'s first GET
+    stamps = sorted(entry["time"] for entry in entries)
+    assert max(sum(1 for t in stamps if start <= t < start + 1.0) for start in stamps) <= 10
     assert_clean(server.log)
 
 
