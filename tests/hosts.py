@@ -174,6 +174,14 @@ def gunicorn(port: int, *options: str, app: str = "app:app") -> list[str]:
     ]  # fmt: skip
 
 
+def uvicorn(port: int, app: str) -> list[str]:
+    """``uvicorn`` in development mode (``-X dev``) on ``port``, for ``app``."""
+    return [
+        sys.executable, "-X", "dev", "-m", "uvicorn", app, "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+
+
 def answered_by_workers(answers: list[str], pass_id: str, parent: int) -> None:
     """Every answer is ``<pid> <pass_id>``, from a worker, never from the parent ``parent``."""
     pids = {answer.split()[0] for answer in answers}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from hosts import (
     run_script,
     serve,
     unexpected,
+    uvicorn,
     wait_for_log,
     write,
 )
@@ -143,10 +143,7 @@ def test_django_views_under_asgi_share_uvicorns_loop(
     closes the module-level client (Django has no lifespan)."""
     url, pass_id = host_sandbox
     port = free_port()
-    command = [
-        sys.executable, "-X", "dev", "-m", "uvicorn", "djapp:asgi_application", "--host",
-        "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+    command = uvicorn(port, "djapp:asgi_application")
     env = host_env(url, pass_id, django_dir)
     with serve(command, port=port, env=env, cwd=django_dir) as server:
         answers = server.get_many(60, path="async") + server.get_many(20)
@@ -203,10 +200,7 @@ def test_fastapi_on_uvicorn_with_the_async_and_the_sync_client(
     url, pass_id = host_sandbox
     write(tmp_path, "fastapp.py", FASTAPI_APP)
     port = free_port()
-    command = [
-        sys.executable, "-X", "dev", "-m", "uvicorn", "fastapp:app", "--host", "127.0.0.1",
-        "--port", str(port),
-    ]  # fmt: skip
+    command = uvicorn(port, "fastapp:app")
     with serve(command, port=port, env=host_env(url, pass_id, tmp_path), cwd=tmp_path) as server:
         answers = server.get_many(40) + server.get_many(40, path="sync")
     assert answers == [f"{server.process.pid} {pass_id}"] * 80
@@ -226,10 +220,7 @@ def test_fastapi_async_and_sync_clients_share_one_budget(tmp_path: Path) -> None
         pass_id = create_pass(sandbox.url)
         write(tmp_path, "fastapp.py", FASTAPI_APP)
         port = free_port()
-        command = [
-            sys.executable, "-X", "dev", "-m", "uvicorn", "fastapp:app", "--host", "127.0.0.1",
-            "--port", str(port),
-        ]  # fmt: skip
+        command = uvicorn(port, "fastapp:app")
         env = host_env(sandbox.url, pass_id, tmp_path) | {"RATE_REQUESTS": "10", "RATE_PER": "1"}
         with serve(command, port=port, env=env, cwd=tmp_path) as server:
             paths = ["", "sync"] * 20
