@@ -265,11 +265,12 @@ def test_a_duplicate_row_never_undoes_a_created_record(tmp_path: Path) -> None:
 
 
 class FullFilesystem:
-    """A directory whose files cannot grow past 64 KiB: a small tmpfs, or a file-size limit."""
+    """A directory whose files cannot grow past ``size``: a small tmpfs, or a file-size limit."""
 
-    def __init__(self, kind: str, directory: Path) -> None:
+    def __init__(self, kind: str, directory: Path, size: int = 64 * 1024) -> None:
         self.kind = kind
         self.directory = directory
+        self.size = size
         self.mounted = False
 
     def __enter__(self) -> FullFilesystem:
@@ -277,7 +278,7 @@ class FullFilesystem:
         if self.kind == "tmpfs":
             if os.geteuid() != 0 or shutil.which("mount") is None:
                 pytest.skip("mounting a tmpfs needs root; the rlimit case covers this")
-            options = "size=64k,mode=0700"
+            options = f"size={self.size},mode=0700"
             mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.directory)]
             done = subprocess.run(mount, capture_output=True, check=False)
             if done.returncode != 0:
@@ -289,7 +290,7 @@ class FullFilesystem:
         """Run in the CLI's process before it starts: the file-size limit, for ``rlimit``."""
         if self.kind == "rlimit":
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails instead of killing
-            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.size, self.size))
 
     def free(self) -> None:
         """Make room, as an operator would: a bigger tmpfs (the rlimit is per process)."""
@@ -329,6 +330,27 @@ def test_a_full_filesystem_stops_the_job_with_one_clear_line(
     assert summary(out)["Already done"] != "0"
     assert len(fresh.passes()) > before
     assert_one_pass_each(fresh, 300)
+
+
+def test_a_full_filesystem_under_the_errors_file_stops_the_job_with_one_clear_line(
+    fresh: SandboxProcess, tmp_path: Path
+) -> None:
+    # Every row fails (the plan does not exist), so the errors file outgrows its 16 KiB tmpfs
+    # while cards are still being tokenized.
+    source = write_input(tmp_path / "in.csv", 600)
+    with FullFilesystem("tmpfs", tmp_path / "full", size=16 * 1024) as full:
+        errors_path = full.directory / "errors.csv"
+        args = enroll_args(source, "--rate", "1000", "--per", "1")
+        args[args.index("--plan-id") + 1] = "no-such-plan"
+        args[args.index("--errors") + 1] = str(errors_path)
+
+        code, out, err = run(args, tmp_path, fresh.url)
+
+    assert code == 4, out + err
+    assert err == f"Error: cannot write {errors_path}: No space left on device\n"
+    assert 0 < int(summary(out)["Failed"].split()[0]) < 600
+    assert "Resume with:" in out
+    assert fresh.passes() == []
 
 
 def test_a_results_file_lost_mid_job_reruns_with_the_same_job_id_without_duplicates(

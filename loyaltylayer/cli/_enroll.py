@@ -24,7 +24,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,8 +252,12 @@ class _FileJob:
             yield row.record
 
     async def _consume(self, outcomes: AsyncIterator[EnrollOutcome]) -> None:
-        async for outcome in outcomes:
-            self._record(outcome)
+        # client.enroll() is an async generator: closing it when a write fails stops the job
+        # at once, instead of leaving it running behind files already closed.
+        assert isinstance(outcomes, AsyncGenerator)
+        async with contextlib.aclosing(outcomes):
+            async for outcome in outcomes:
+                self._record(outcome)
 
     def _invalid(self, row: CheckedRow) -> None:
         card_column = self._source.by_field["card_number"]
