@@ -140,16 +140,19 @@ def test_output_files_are_private_and_an_existing_results_file_is_made_so(
     assert mode(tmp_path / "errors.csv") == 0o600
 
     # A results file left readable (by an older version, by hand) is made private when appended
-    # to; an earlier errors file is kept aside as it is, and a new one is made private.
+    # to; an earlier errors file is kept aside, made private too, and a new one is private.
     (tmp_path / "results.jsonl").chmod(0o644)
     (tmp_path / "errors.csv").chmod(0o640)
     resumed = enroll(sandbox, tmp_path, "in.csv")
     assert resumed.exit_code == 1
     assert mode(tmp_path / "results.jsonl") == 0o600
     kept = list(tmp_path.glob("errors.*.csv"))
-    assert [mode(p) for p in kept] == [0o640]
+    assert [mode(p) for p in kept] == [0o600]
     assert mode(tmp_path / "errors.csv") == 0o600
 
+    # A readable results file set aside by --restart (its enrol tokens still live) is kept
+    # private, and so is the new one.
+    (tmp_path / "results.jsonl").chmod(0o644)
     job = summary(first.output)["Job"]
     restarted = enroll(sandbox, tmp_path, "in.csv", "--restart", "--yes")
     assert restarted.exit_code == 1

@@ -97,10 +97,14 @@ def free_name(path: Path, tag: str) -> Path:
 
 
 def set_aside(path: Path, kept_as: Path) -> None:
-    """Keep ``path`` whole under the name ``kept_as`` (which no file has), with its mode."""
+    """Keep ``path`` whole under the name ``kept_as`` (which no file has), made private if the
+    user owns it: what the job wrote is not left readable under a name no run writes again."""
     if kept_as.exists():
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(kept_as))
     path.rename(kept_as)
+    info = kept_as.lstat()
+    if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_mode & 0o077:
+        kept_as.chmod(stat.S_IMODE(info.st_mode) & 0o700)
 
 
 def write_error(path: Path, error: OSError) -> OSError:
