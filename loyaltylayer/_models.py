@@ -62,6 +62,9 @@ def _check_str(errors: dict[str, str], field: str, value: object, *, lo: int, hi
             f"must be {lo} to {hi} characters" if lo else f"must be at most {hi} characters"
         )
         return False
+    if _rules.has_control_characters(value):
+        errors[field] = "must not contain control characters"
+        return False
     return True
 
 

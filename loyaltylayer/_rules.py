@@ -17,6 +17,7 @@ __all__ = [
     "NAME_MAX",
     "REASON_MAX",
     "REFERENCE_MAX",
+    "has_control_characters",
     "is_country",
     "is_cvv",
     "is_e164",
@@ -40,6 +41,7 @@ PAN_MIN, PAN_MAX = 12, 19
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 COUNTRIES = frozenset(
     """
@@ -53,6 +55,11 @@ COUNTRIES = frozenset(
     TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
     """.split()
 )
+
+
+def has_control_characters(value: str) -> bool:
+    """A NUL, a line break, a tab or another C0/C1 control: never part of a name or an id."""
+    return _CONTROL.search(value) is not None
 
 
 def is_email(value: str) -> bool:

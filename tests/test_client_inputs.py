@@ -66,6 +66,14 @@ def test_bad_holder_names_the_field(overrides: dict[str, Any], field: str) -> No
     assert list(excinfo.value.errors) == [field]
 
 
+@pytest.mark.parametrize("character", ["\x00", "\n", "\r", "\t", "\x1b", "\x7f", "\x85"])
+def test_a_control_character_in_a_name_is_refused_without_echoing_it(character: str) -> None:
+    with pytest.raises(ll.ValidationError) as excinfo:
+        holder(first_name=f"Gr{character}ace")
+    assert excinfo.value.errors == {"holder.first_name": "must not contain control characters"}
+    assert character not in str(excinfo.value)
+
+
 def test_holder_accepts_iso_date_and_all_fields() -> None:
     h = holder(phone="+442071234567", country="GB", date_of_birth="1990-01-31")
     assert h.date_of_birth == dt.date(1990, 1, 31)
@@ -79,6 +87,8 @@ async def test_invalid_calls_send_nothing() -> None:
                 plan_id="pp-gold", holder=ll.Holder(first_name="A", last_name="B")
             ),
             lambda: client.passes.create(plan_id="pp-gold", holder=holder(), reference="r" * 65),
+            lambda: client.passes.create(plan_id="pp-gold", holder=holder(), reference="a\nb"),
+            lambda: client.passes.status("pss_1\r\n"),
             lambda: client.passes.create(
                 plan_id="pp-gold", holder=holder(), metadata={str(i): "v" for i in range(21)}
             ),
@@ -104,6 +114,8 @@ async def test_invalid_calls_send_nothing() -> None:
             {"plan_id"},
             {"holder.email"},
             {"reference"},
+            {"reference"},
+            {"pass_id"},
             {"metadata"},
             {"metadata"},
             {"idempotency_key"},
