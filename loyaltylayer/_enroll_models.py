@@ -15,9 +15,17 @@ from typing import Any, Literal
 
 import attrs
 
+from . import _rules
 from ._cardmath import looks_like_card_number
 from ._errors import LoyaltyLayerError, ValidationError
-from ._models import Card, Holder, Pass, check_id, check_reference_and_metadata
+from ._models import (
+    Card,
+    Holder,
+    Pass,
+    check_id,
+    check_reference_and_metadata,
+    raise_if_invalid,
+)
 from ._secrets import as_secret
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "EnrollProgress",
     "EnrollRecord",
     "MemoryCheckpoint",
+    "digest_id",
     "enrollment_key",
     "next_enrollment_key",
     "record_key",
@@ -52,7 +61,6 @@ _CARD_FIELDS = {
     "name": "name_on_card",
     "cvv": "cvv",
 }
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENROLLMENT_KEY = re.compile(r"enr_[0-9a-f]{40}(\.[0-9]{1,9})?")
 """What :func:`enrollment_key` and :func:`next_enrollment_key` make."""
 _CARD_AS_REFERENCE = "looks like a card number: give the record another reference"
@@ -72,7 +80,12 @@ def record_key(row: Mapping[str, object]) -> str:
     names = ("first_name", "last_name", "email", "phone", "country")
     parts = [str(row.get(name) or "") for name in names]
     parts += [str(row.get("card_number") or "")[-4:], str(row.get("card_expiry") or "")]
-    return "row_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+    return digest_id("row_", *parts)
+
+
+def digest_id(prefix: str, *parts: str) -> str:
+    """A stable id made from ``parts``: the same parts give the same id on every run."""
+    return prefix + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
 @attrs.frozen(kw_only=True)
@@ -92,8 +105,7 @@ class EnrollRecord:
             errors["key"] = "looks like a card number: keys are written in clear"
         if isinstance(self.reference, str) and looks_like_card_number(self.reference):
             errors["reference"] = _CARD_AS_REFERENCE
-        if errors:
-            raise ValidationError(errors)
+        raise_if_invalid(errors)
 
     @classmethod
     def from_row(cls, row: Mapping[str, str]) -> EnrollRecord:
@@ -109,7 +121,7 @@ class EnrollRecord:
             if not isinstance(value, str):
                 errors[name] = "must be text"
                 return None
-            if _CONTROL.search(value):
+            if _rules.has_control_characters(value):
                 errors[name] = "must not contain control characters"
                 return None
             return value.strip() or None
@@ -236,8 +248,7 @@ class EnrollProgress:
 
     def __attrs_post_init__(self) -> None:
         errors = _check_progress(self)
-        if errors:
-            raise ValidationError(errors)
+        raise_if_invalid(errors)
 
     def to_json(self) -> dict[str, str]:
         """The progress as JSON-ready text, without the key (stored beside it)."""
@@ -271,8 +282,7 @@ class EnrollProgress:
                 fields["token_expires_at"] = dt.datetime.fromisoformat(expires)
             except ValueError:
                 errors["token_expires_at"] = "must be an ISO 8601 time"
-        if errors:
-            raise ValidationError(errors)
+        raise_if_invalid(errors)
         return cls(key=key, **fields)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import ValidationError
+from ._models import raise_if_invalid
 from ._transport import RequestOptions, Response, Transport
 
 __all__ = ["NOT_GIVEN", "Channel", "NotGiven", "check_request_options", "evolve_options"]
@@ -120,8 +120,7 @@ def evolve_options(
         replaced = {name.lower() for name, _ in added}
         kept = tuple(h for h in options.extra_headers if h[0].lower() not in replaced)
         changes["extra_headers"] = kept + added
-    if errors:
-        raise ValidationError(errors)
+    raise_if_invalid(errors)
     if "timeout" in changes:
         changes["timeout"] = float(changes["timeout"])
     return attrs.evolve(options, **changes)

@@ -20,7 +20,6 @@ appears masked (``**** 1111``), and the enrol token is the server's opaque, sing
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -29,7 +28,13 @@ from typing import IO, Any, Literal
 
 import attrs
 
-from .._enroll_models import EnrollCheckpoint, EnrollOutcome, EnrollProgress, MemoryCheckpoint
+from .._enroll_models import (
+    EnrollCheckpoint,
+    EnrollOutcome,
+    EnrollProgress,
+    MemoryCheckpoint,
+    digest_id,
+)
 from .._errors import (
     APIConnectionError,
     APIStatusError,
@@ -65,10 +70,6 @@ class ResultsError(Exception):
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _digest_id(*parts: str) -> str:
-    return "job_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
 @attrs.frozen(kw_only=True)
@@ -265,7 +266,7 @@ class ResultsFile(EnrollCheckpoint):
             )
 
         if not path.exists() or path.stat().st_size == 0:
-            default_id = job_id or _digest_id(plan_id, environment, str(path.resolve()))
+            default_id = job_id or digest_id("job_", plan_id, environment, str(path.resolve()))
             return cls(
                 path, new_job(default_id), earlier=MemoryCheckpoint(), resumed=False, input=input
             )
