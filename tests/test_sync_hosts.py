@@ -155,7 +155,7 @@ def test_celery_prefork(host_sandbox: tuple[str, str], tmp_path: Path, redis_url
     assert_clean((tmp_path / "worker.log").read_text())
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_multiprocessing(host_sandbox: tuple[str, str], tmp_path: Path, method: str) -> None:
     url, pass_id = host_sandbox
     write(
