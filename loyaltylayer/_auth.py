@@ -32,6 +32,14 @@ _SHARED_TOKEN_RECHECK = 60.0
 
 @attrs.frozen(kw_only=True)
 class IssuedToken:
+    """What a token request gave: the token and its life, in seconds from when it was issued.
+
+    Not authlib's ``OAuth2Token``: that is a ``dict``, so its repr (in a log line, or a
+    traceback that captures locals) shows the access token, and it dates expiry by the wall
+    clock (``time.time()``, in whole seconds), which an NTP step or a test cannot move as it
+    moves the event loop's monotonic clock that :class:`TokenManager` refreshes by.
+    """
+
     access_token: str = attrs.field(repr=False)
     expires_in: float
 
