@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import requests
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 import loyaltylayer as ll
-from loyaltylayer.sandbox import SandboxThread
+from loyaltylayer.sandbox import ClientRegistration, SandboxThread
 from loyaltylayer.sandbox._openapi import spec_text
 
 CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-secret"
+BASIC_ID, BASIC_SECRET = "basic-client", "b@sic:sécret +%"
+"""A client registered for client_secret_basic (its secret needs form-urlencoding)."""
+JWT_ID = "jwt-client"
+"""A client registered for private_key_jwt, with the public half of ``JWT_KEY``."""
+JWT_KEY = RSAKey.generate_key(2048)
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN = "/auth/token"
 TOKENIZE = "/v1/card/tokenize"
 BATCH = "/v1/pass/batch-create"
 
@@ -28,6 +41,21 @@ TEST_CARDS = {
     "DINERS": "36227206271667",
 }
 """A test PAN of each network the contract names (each Luhn-valid, of its network's range)."""
+
+
+def client_auth_config() -> dict[str, Any]:
+    """``SandboxConfig`` arguments: the demo client (client_secret_post), ``BASIC_ID``
+    (client_secret_basic) and ``JWT_ID`` (private_key_jwt), as tests/test_client_auth.py
+    registers them."""
+    return {
+        "clients": {CLIENT_ID: CLIENT_SECRET, BASIC_ID: BASIC_SECRET},
+        "registrations": {
+            BASIC_ID: ClientRegistration(token_auth_method="client_secret_basic"),
+            JWT_ID: ClientRegistration(
+                token_auth_method="private_key_jwt", public_key=JWT_KEY.as_pem(private=False)
+            ),
+        },
+    }
 
 
 def load_spec() -> dict[str, Any]:
@@ -108,9 +136,9 @@ class SandboxHttp:
         self.base_url = sandbox.base_url
         self.plans = sandbox.config.plans
         self.session = requests.Session()
-        self.token = self.post(
-            "/auth/token", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-        )["access_token"]
+        self.token = self.post(TOKEN, {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})[
+            "access_token"
+        ]
 
     @property
     def auth(self) -> dict[str, str]:
@@ -120,8 +148,26 @@ class SandboxHttp:
         """How schemathesis's ``case.call`` reaches this sandbox, signed in."""
         return {"base_url": self.base_url, "headers": self.auth, "session": self.session}
 
+    def basic_authorization(self) -> dict[str, str]:
+        """``BASIC_ID``'s HTTP Basic header (RFC 6749 §2.3.1: each part form-urlencoded)."""
+        pair = f"{quote_plus(BASIC_ID, safe='')}:{quote_plus(BASIC_SECRET, safe='')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+    def client_assertion(self) -> str:
+        """A fresh assertion of ``JWT_ID`` for this sandbox's token endpoint (RFC 7523)."""
+        now = int(time.time())
+        claims = {
+            "iss": JWT_ID,
+            "sub": JWT_ID,
+            "aud": self.base_url + TOKEN,
+            "iat": now,
+            "exp": now + 300,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode({"alg": "RS256"}, claims, JWT_KEY)
+
     def post(self, path: str, body: Any) -> Any:
-        headers = self.auth if path != "/auth/token" else {}
+        headers = self.auth if path != TOKEN else {}
         reply = self.session.post(self.base_url + path, json=body, headers=headers, timeout=30)
         assert reply.status_code == 200, (path, reply.status_code, reply.text)
         return reply.json()

@@ -3,9 +3,12 @@
 Every operation is called with the spec's examples, boundary cases (coverage) and generated
 bodies, valid and invalid, with a fixed seed and a small budget; then the links
 tokenize → create → status → update → cancel are followed statefully. Every response must
-conform to its schema (strictly: the sandbox may send no field the spec does not name), no
-5xx may come back unless a fault asked for it, valid input is never refused as
-``invalid_request`` and invalid input always gets the documented 400 body.
+conform to its schema (strictly: the sandbox may send no field the spec does not name) and
+carry only headers the spec documents for it (the sandboxes here send the optional
+``RateLimit-*`` headers too), no 5xx may come back unless a fault asked for it, valid input is
+never refused as ``invalid_request`` and invalid input always gets the documented 400 body.
+A valid token request is sent as its client authentication method asks: with HTTP Basic when
+its body has no credentials, with a real signed assertion when it has one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,18 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from openapi_support import BATCH, TEST_CARDS, TOKENIZE, SandboxHttp, load_spec, strict_responses
+from openapi_support import (
+    BATCH,
+    JWT_ID,
+    TEST_CARDS,
+    TOKEN,
+    TOKENIZE,
+    SandboxHttp,
+    client_auth_config,
+    load_spec,
+    resolve,
+    strict_responses,
+)
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
 
@@ -40,6 +54,15 @@ PLANS = {
 """The sandbox's plans and one of each other kind the config allows, so that every pass schema
 of the spec (OtherPass for the unknown ``hotel_night``) is met."""
 SANDBOX_PLANS = sorted(PLANS)
+SPEC = load_spec()
+
+
+def _config(**kwargs: Any) -> SandboxConfig:
+    """A sandbox for these tests: the three kinds of client, and a rate limit too high to reach
+    that still sends the ``RateLimit-*`` headers on every answer."""
+    return SandboxConfig(
+        rate_limit=1_000_000, rate_headers=True, seed=SEED, **client_auth_config(), **kwargs
+    )
 
 
 def _schema(*phases: str, mode: str = "all") -> Any:
@@ -78,7 +101,7 @@ stateful = _schema("stateful", mode="positive")
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[SandboxHttp]:
-    with SandboxThread(SandboxConfig(rate_key="off", seed=SEED, plans=PLANS)) as sb:
+    with SandboxThread(_config(plans=PLANS)) as sb:
         http = SandboxHttp(sb)
         yield http
         http.session.close()
@@ -86,7 +109,7 @@ def sandbox() -> Iterator[SandboxHttp]:
 
 @pytest.fixture(scope="module")
 def faulty() -> Iterator[tuple[SandboxThread, SandboxHttp]]:
-    with SandboxThread(SandboxConfig(rate_key="off", seed=SEED)) as sb:
+    with SandboxThread(_config()) as sb:
         http = SandboxHttp(sb)
         yield sb, http
         http.session.close()
@@ -175,12 +198,50 @@ def a_bad_batch_item_fails_alone(
     assert "invalid_request" in errors, f"a malformed batch had no item refused: {errors}"
 
 
+TRANSPORT_HEADERS = {"content-type", "content-length", "date", "server", "connection"}
+"""Headers of HTTP itself (aiohttp's), which no operation documents."""
+
+
+def every_header_is_documented(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+) -> None:
+    """Each header of an answer the spec documents is one it documents on that response
+    (schemathesis checks those against their schemas; a method the path does not have gets an
+    undocumented 405, which schemathesis judges)."""
+    operation = SPEC["paths"][case.operation.path].get(case.method.lower(), {})
+    documented = operation.get("responses", {}).get(str(response.status_code))
+    if documented is None:
+        return
+    names = {name.lower() for name in resolve(SPEC, documented).get("headers", {})}
+    sent = {name.lower() for name in response.headers}
+    assert sorted(sent - names - TRANSPORT_HEADERS) == [], (
+        f"{response.status_code} sends headers the spec does not document"
+    )
+
+
 CHECKS = [valid_input_is_never_invalid_request, a_bad_batch_item_fails_alone]
+ALL_CHECKS = [*CHECKS, every_header_is_documented]
+
+
+def _call_kwargs(case: schemathesis.Case, sandbox: SandboxHttp) -> dict[str, Any]:
+    """How to send ``case``: signed in, and a valid token request authenticated the way its
+    body says (no schema can tie the Basic header to the body without credentials)."""
+    kwargs = sandbox.call_kwargs()
+    body = case.body
+    if case.operation.path != TOKEN or not _positive(case) or not isinstance(body, dict):
+        return kwargs
+    if "client_assertion" in body:  # private_key_jwt
+        body["client_assertion"] = sandbox.client_assertion()
+        if "client_id" in body:
+            body["client_id"] = JWT_ID
+    elif "client_secret" not in body:  # client_secret_basic
+        kwargs["headers"] = {**kwargs["headers"], **sandbox.basic_authorization()}
+    return kwargs
 
 
 def _call(case: schemathesis.Case, sandbox: SandboxHttp) -> None:
     _fresh_idempotency_key(case)
-    case.call_and_validate(additional_checks=CHECKS, **sandbox.call_kwargs())
+    case.call_and_validate(additional_checks=ALL_CHECKS, **_call_kwargs(case, sandbox))
 
 
 _KEY_SERIAL = itertools.count()
@@ -216,15 +277,20 @@ def test_generated_requests(
 def test_injected_faults_get_the_documented_bodies(
     case: schemathesis.Case, faulty: tuple[SandboxThread, SandboxHttp]
 ) -> None:
-    """The one way to a 5xx (or a 429 here, where the rate limit is off) is asking for it."""
+    """The one way to a 5xx (or a 429 here, where the rate limit is out of reach) is asking for
+    it."""
     sb, http = faulty
     _real_jwe(case, http)
     for status in (429, 500, 502, 504):
         sb.clear_faults()
         sb.add_fault(Fault(route="*", kind="status", status=status))
-        response = case.call(**http.call_kwargs())
+        response = case.call(**_call_kwargs(case, http))
         assert response.status_code == status
-        case.validate_response(response, excluded_checks=[not_a_server_error])
+        case.validate_response(
+            response,
+            excluded_checks=[not_a_server_error],
+            additional_checks=[every_header_is_documented],
+        )
     sb.clear_faults()
 
 
@@ -233,7 +299,7 @@ def test_the_links_hold_statefully() -> None:
     the enrol_token a tokenize answer hands to create, and the only way to update or cancel a
     pass is the pass_id a create answer hands on."""
     machine: Any = stateful.as_state_machine()
-    with SandboxThread(SandboxConfig(rate_key="off", seed=SEED, plans=PLANS)) as sb:
+    with SandboxThread(_config(plans=PLANS)) as sb:
         sandbox = SandboxHttp(sb)
         _run_links(machine, sandbox)
         passes = sb.passes()
@@ -256,13 +322,13 @@ def _run_links(machine: Any, sandbox: SandboxHttp) -> None:
             _fresh_idempotency_key(case)
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
-            return sandbox.call_kwargs()
+            return _call_kwargs(case, sandbox)
 
         def validate_response(
             self, response: schemathesis.Response, case: schemathesis.Case, **kwargs: Any
         ) -> None:
             kwargs.pop("additional_checks", None)
-            super().validate_response(response, case, additional_checks=CHECKS, **kwargs)
+            super().validate_response(response, case, additional_checks=ALL_CHECKS, **kwargs)
 
     Machine.run(
         settings=settings(

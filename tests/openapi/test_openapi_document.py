@@ -1,4 +1,5 @@
-"""The packaged OpenAPI document: valid, sourced, its examples true, its limits the SDK's own;
+"""The packaged OpenAPI document: valid, sourced, its examples true, its limits the SDK's own,
+its token request every form the SDK sends, its rate-limit headers the ones the SDK reads;
 served by the sandbox and printed by its command line exactly as shipped."""
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from openapi_spec_validator import validate
-from openapi_support import load_spec, operations, resolve
+from openapi_support import load_spec, operations, resolve, strict_responses
 
 from loyaltylayer import _rules
 from loyaltylayer._cardmath import CARD_TYPES
+from loyaltylayer._client_auth import TOKEN_AUTH_METHODS
 from loyaltylayer._models import PassStatus
+from loyaltylayer._ratelimit import ServerBudget, server_budget
 from loyaltylayer.cli._app import cli
 from loyaltylayer.sandbox import Sandbox, SandboxConfig
 from loyaltylayer.sandbox._cli import main as sandbox_main
@@ -31,6 +34,8 @@ PACKAGE = ROOT / "loyaltylayer"
 SOURCES = {"guide", "contract"}
 SPEC = load_spec()
 SCHEMAS = SPEC["components"]["schemas"]
+STRICT = strict_responses(SPEC)
+RATE_LIMIT_HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
 
 
 def test_the_document_is_valid_openapi_3_1_and_the_json_is_the_yaml() -> None:
@@ -78,7 +83,10 @@ def _sourced_nodes() -> list[tuple[str, dict[str, Any]]]:
         for status, response in operation["responses"].items():
             if "$ref" not in response:
                 nodes.append((f"{where} {status}", response))
+                nodes += _inline_headers(f"{where} {status}", response)
     components = SPEC["components"]
+    for name, response in components["responses"].items():
+        nodes += _inline_headers(f"responses/{name}", response)
     for kind in ("parameters", "headers", "links", "responses", "securitySchemes"):
         nodes += [(f"{kind}/{name}", node) for name, node in components[kind].items()]
     for name, schema in SCHEMAS.items():
@@ -100,6 +108,12 @@ def _sourced_nodes() -> list[tuple[str, dict[str, Any]]]:
     examples("paths", SPEC["paths"])
     examples("components", components)
     return nodes
+
+
+def _inline_headers(where: str, response: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A response's headers written out in it (not references to a component header)."""
+    headers = response.get("headers", {}).items()
+    return [(f"{where} header {name}", node) for name, node in headers if "$ref" not in node]
 
 
 def test_every_operation_field_and_example_says_whether_it_is_the_guide_or_this_reading() -> None:
@@ -127,12 +141,61 @@ def _examples() -> list[tuple[str, dict[str, Any], Any]]:
 def test_every_example_is_valid_against_its_schema(
     where: str, schema: dict[str, Any], value: Any
 ) -> None:
+    """Reply examples strictly (a field no schema names is an error, as in the sandbox's
+    replies), the pass replies' examples included."""
     if where.startswith("POST /v1/card/tokenize request"):
         assert re.fullmatch(r"[\w-]+(\.[\w-]*){4}", value["encrypted_value"])
-    document = {**schema, "components": SPEC["components"]}
+    document = {**schema, "components": STRICT["components"]}
     jsonschema.Draft202012Validator(
         document, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     ).validate(value)
+
+
+def test_every_success_reply_has_an_example() -> None:
+    """The 200 of every operation (the pass replies of create, status, update and cancel
+    included) shows a body, which the test above validates."""
+    missing = [
+        f"{method.upper()} {path}"
+        for path, method, operation in operations(SPEC)
+        for media in resolve(SPEC, operation["responses"]["200"])["content"].values()
+        if not media.get("examples")
+    ]
+    assert missing == []
+    passes = [where for where, _, value in _examples() if " 200 " in where and "pass_id" in value]
+    assert len(passes) == 4, passes
+
+
+def test_the_token_request_has_a_form_and_an_example_for_each_sdk_auth_method() -> None:
+    """``client_secret_post``, ``client_secret_basic`` and ``private_key_jwt``, as
+    ``loyaltylayer._client_auth`` sends them; Basic is a security scheme of the operation."""
+    operation = SPEC["paths"]["/auth/token"]["post"]
+    forms = [resolve(SPEC, form) for form in SCHEMAS["TokenRequest"]["oneOf"]]
+    assert [form["title"] for form in forms] == list(TOKEN_AUTH_METHODS)
+    media = operation["requestBody"]["content"]["application/json"]
+    assert list(media["examples"]) == list(TOKEN_AUTH_METHODS)
+    for form, example in zip(forms, media["examples"].values(), strict=True):
+        validator = jsonschema.Draft202012Validator({**form, "components": SPEC["components"]})
+        assert validator.is_valid(example["value"]), form["title"]
+    assert operation["security"] == [{}, {"basicAuth": []}]
+    scheme = SPEC["components"]["securitySchemes"]["basicAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "basic")
+    assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+
+
+def test_every_response_documents_the_rate_limit_headers_the_sdk_reads() -> None:
+    """The sandbox sends them on every answer when asked to (``rate_headers``), so every
+    response documents them, optional; and they are the names ``server_budget`` reads."""
+    missing = [
+        f"{method.upper()} {path} {status}"
+        for path, method, operation in operations(SPEC)
+        for status, response in operation["responses"].items()
+        if not set(RATE_LIMIT_HEADERS) <= set(resolve(SPEC, response)["headers"])
+    ]
+    assert missing == []
+    headers = {name: SPEC["components"]["headers"][name] for name in RATE_LIMIT_HEADERS}
+    assert [header.get("required", False) for header in headers.values()] == [False] * 3
+    budget = server_budget(dict(zip(RATE_LIMIT_HEADERS, ["100", "0", "42"], strict=True)))
+    assert budget == ServerBudget(limit=100, remaining=0, reset=42.0)
 
 
 def test_the_guides_error_bodies_are_the_examples_verbatim() -> None:

@@ -5,7 +5,9 @@ transport); every property the spec names is an attrs field of that model, typed
 the spec allows (a nullable property is Optional, a property the spec does not require has a
 default), and the public readers ``structure``/``structure_pass`` read it (nothing the spec
 names lands in ``extra``). Requests: every body the SDK sends, and the card it encrypts, uses
-only fields the spec names. A model field renamed or a spec field added fails here.
+only fields the spec names, and every header it sends is a parameter or security scheme of the
+operation, with each client authentication method of the token request. A model field renamed
+or a spec field added fails here.
 """
 
 from __future__ import annotations
@@ -24,10 +26,24 @@ import jsonschema
 import pytest
 from joserfc import jwe
 from joserfc.jwk import RSAKey
-from openapi_support import load_spec, operations, resolve, response_schema_names
+from openapi_support import (
+    BASIC_ID,
+    BASIC_SECRET,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    JWT_ID,
+    JWT_KEY,
+    TOKEN,
+    client_auth_config,
+    load_spec,
+    operations,
+    resolve,
+    response_schema_names,
+)
 
 import loyaltylayer as ll
 from loyaltylayer._auth import IssuedToken
+from loyaltylayer._client_auth import TOKEN_AUTH_METHODS
 from loyaltylayer._convert import PASS_TYPES, structure, structure_pass
 from loyaltylayer._errors import status_error
 from loyaltylayer._models import (
@@ -285,20 +301,81 @@ def encryption_key() -> RSAKey:
 @pytest.fixture
 def loyaltylayer_sandbox_config(encryption_key: RSAKey) -> SandboxConfig:
     pem = encryption_key.as_pem(private=True)
-    return SandboxConfig(rate_key="off", seed=3, encryption_key_pem=pem)
+    return SandboxConfig(rate_key="off", seed=3, encryption_key_pem=pem, **client_auth_config())
 
 
-def _recorder(sent: list[tuple[str, bytes]]) -> aiohttp.TraceConfig:
-    """aiohttp's public request tracing: each body chunk the SDK's session sends."""
+CREDENTIALS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+    "client_secret_post": (CLIENT_ID, CLIENT_SECRET, {}),
+    "client_secret_basic": (BASIC_ID, BASIC_SECRET, {"token_auth_method": "client_secret_basic"}),
+    "private_key_jwt": (JWT_ID, None, {"private_key": JWT_KEY.as_pem(private=True)}),
+}
+"""``(client_id, client_secret, keyword arguments)`` of a client of each method the SDK has."""
+
+TOKEN_REQUEST_FORMS = {
+    "client_secret_post": "ClientSecretPostTokenRequest",
+    "client_secret_basic": "ClientSecretBasicTokenRequest",
+    "private_key_jwt": "PrivateKeyJwtTokenRequest",
+}
+"""The schema of the token request's body for each method."""
+
+HTTP_HEADERS = {"host", "accept", "accept-encoding", "user-agent", "content-type", "content-length"}
+"""Headers of HTTP itself (aiohttp's, and the SDK's User-Agent), which no operation documents."""
+
+
+def _recorder(
+    sent: list[tuple[str, bytes]], headers: list[tuple[str, dict[str, str]]]
+) -> aiohttp.TraceConfig:
+    """aiohttp's public request tracing: each body chunk and the headers the SDK's session
+    sends."""
 
     async def on_chunk(
         _session: object, _ctx: object, params: aiohttp.TraceRequestChunkSentParams
     ) -> None:
         sent.append((params.url.path, params.chunk))
 
+    async def on_headers(
+        _session: object, _ctx: object, params: aiohttp.TraceRequestHeadersSentParams
+    ) -> None:
+        headers.append((params.url.path, dict(params.headers)))
+
     trace = aiohttp.TraceConfig()
     trace.on_request_chunk_sent.append(on_chunk)
+    trace.on_request_headers_sent.append(on_headers)
     return trace
+
+
+def test_the_sdk_has_no_other_token_auth_method() -> None:
+    assert sorted(CREDENTIALS) == sorted(TOKEN_REQUEST_FORMS) == sorted(TOKEN_AUTH_METHODS)
+
+
+def _documented_headers(path: str) -> dict[str, str]:
+    """The request headers an operation documents (lower-cased), each with what it is: a
+    parameter, or the ``Authorization`` of one of its security schemes (by ``scheme``)."""
+    operation = next(op for p, _method, op in operations(SPEC) if p == path)
+    found = {}
+    for parameter in operation.get("parameters", []):
+        parameter = resolve(SPEC, parameter)
+        if parameter["in"] == "header":
+            found[parameter["name"].lower()] = "parameter"
+    schemes = SPEC["components"]["securitySchemes"]
+    for requirement in operation.get("security", SPEC["security"]):
+        for name in requirement:
+            scheme = schemes[name]
+            assert scheme["type"] == "http", name
+            found.setdefault("authorization", "")
+            found["authorization"] += f" {scheme['scheme']}"
+    return found
+
+
+def _check_headers(method: str, path: str, headers: dict[str, str]) -> None:
+    documented = _documented_headers(path)
+    sent = {name.lower(): value for name, value in headers.items()}
+    assert sorted(set(sent) - set(documented) - HTTP_HEADERS) == [], path
+    scheme = sent.get("authorization", "").split(" ", 1)[0]
+    expected = "Bearer" if path != TOKEN else "Basic" if method == "client_secret_basic" else ""
+    assert scheme == expected, (path, method)
+    if scheme:
+        assert scheme.lower() in documented["authorization"].split(), (path, scheme)
 
 
 async def _every_call(client: ll.AsyncLoyaltyLayer) -> None:
@@ -335,16 +412,24 @@ async def _every_call(client: ll.AsyncLoyaltyLayer) -> None:
     await client.passes.cancel(created.pass_id, reason="card closed")
 
 
+@pytest.mark.parametrize("method", sorted(CREDENTIALS))
 async def test_every_request_field_the_sdk_sends_is_in_the_spec(
-    loyaltylayer_sandbox: Sandbox, encryption_key: RSAKey
+    loyaltylayer_sandbox: Sandbox, encryption_key: RSAKey, method: str
 ) -> None:
+    """Every request the SDK makes, signed in with each client authentication method: its
+    body, its headers and, for the token request, the form of the body that method has."""
     sent: list[tuple[str, bytes]] = []
-    async with aiohttp.ClientSession(trace_configs=[_recorder(sent)]) as session:
+    headers: list[tuple[str, dict[str, str]]] = []
+    client_id, secret, options = CREDENTIALS[method]
+    async with aiohttp.ClientSession(trace_configs=[_recorder(sent, headers)]) as session:
         client = ll.AsyncLoyaltyLayer(
-            "sandbox-client", "sandbox-secret", loyaltylayer_sandbox.base_url, session=session
+            client_id, secret, loyaltylayer_sandbox.base_url, session=session, **options
         )
         async with client:
             await _every_call(client)
+    assert [path for path, _ in headers].count(TOKEN) == 1
+    for path, request_headers in headers:
+        _check_headers(method, path, request_headers)
     strict = _strict_requests(SPEC)
     by_path = {path: op for path, _method, op in operations(strict)}
     seen = set()
@@ -355,6 +440,11 @@ async def test_every_request_field_the_sdk_sends_is_in_the_spec(
             body
         )
         seen.add(path)
+        if path == TOKEN:
+            form = {"$ref": f"#/components/schemas/{TOKEN_REQUEST_FORMS[method]}"}
+            assert jsonschema.Draft202012Validator(
+                {**form, "components": strict["components"]}
+            ).is_valid(body), (method, sorted(body))
         if path == "/v1/card/tokenize":
             algorithms = ["RSA-OAEP-256", "A256GCM"]
             decrypted = jwe.decrypt_compact(body["encrypted_value"], encryption_key, algorithms)
@@ -374,6 +464,29 @@ def test_strict_request_schemas_refuse_a_field_the_spec_does_not_name() -> None:
     assert validator.is_valid({"pass_id": "p", "holder": {"email": "a@b.co"}})
     assert not validator.is_valid({"pass_id": "p", "holder": {"nickname": "Ada"}})
     assert not validator.is_valid({"pass_id": "p", "channel": "web"})
+
+
+def test_the_token_request_takes_exactly_one_client_authentication_method() -> None:
+    strict = _strict_requests(SPEC)
+    schema = {"$ref": "#/components/schemas/TokenRequest", "components": strict["components"]}
+    validator = jsonschema.Draft202012Validator(schema)
+    grant = {"grant_type": "client_credentials"}
+    post = {"client_id": "c", "client_secret": "s"}
+    jwt_body = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    jwt_body["client_assertion"] = "a.b.c"
+    for valid in (post, post | grant, grant, {}, jwt_body, jwt_body | {"client_id": "c"} | grant):
+        assert validator.is_valid(valid), valid
+    invalid = [
+        {"client_secret": "s"},  # a secret without its id
+        post | {"client_assertion": "a.b.c"},  # two methods
+        jwt_body | {"client_secret": "s"},
+        {"client_assertion": "a.b.c"},  # an assertion without its type
+        jwt_body | {"client_assertion_type": "password"},
+        post | {"grant_type": "password"},
+        post | {"scope": "passes"},  # a field the spec does not name
+    ]
+    for body in invalid:
+        assert not validator.is_valid(body), body
 
 
 def test_error_bodies_are_read() -> None:
