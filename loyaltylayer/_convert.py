@@ -16,7 +16,8 @@ and debuggers show it.
 
 cattrs' own generated hooks (``make_dict_structure_fn``) read replies to the same values
 (``tests/test_convert.py`` checks it on random replies), at about twice the cost per reply,
-which the per-request overhead (benchmark figure 3) cannot afford: see ``docs/benchmarks.md``.
+which the per-request overhead (benchmark figure 3) cannot afford: see ``docs/benchmarks.md``
+in the source distribution.
 
 ``import loyaltylayer`` does not import this module, nor cattrs: the first client does.
 """

@@ -342,7 +342,8 @@ def shutdown_portal() -> None:
 
     Clients stay usable: the next sync call starts the thread again, and a forked child starts
     a portal of its own, where each client opens new connections. Call it in a pre-fork server's
-    parent before it forks, so that workers inherit no thread (see docs/sync.md).
+    parent before it forks, so that workers inherit no thread (see ``docs/sync.md`` in the
+    source distribution).
     """
     with _lock:
         portal = _portal

@@ -84,7 +84,7 @@ class _Module:
         used = {n.id for cls in classes for n in ast.walk(cls) if isinstance(n, ast.Name)}
         lines = [
             _header(self.origin),
-            f'"""Sync twins of ``{self.origin[:-3].replace("/", ".")}`` (see docs/sync.md)."""',
+            f'"""Sync twins of ``{self.origin[:-3].replace("/", ".")}``, run by the portal."""',
             "from __future__ import annotations",
             "from typing import Self",
             "from .. import _portal",

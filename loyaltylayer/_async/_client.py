@@ -110,13 +110,13 @@ class AsyncLoyaltyLayer:
     A limiter given as ``rate_limit`` may pace other clients too, so :meth:`close` leaves it
     open, unless ``close_limiter=True`` hands it to this client.
 
-    Networks (see ``docs/network-security.md``): ``proxy`` is an ``http(s)://`` forward proxy
-    (credentials in it are kept secret); with ``trust_env`` (the default) ``HTTPS_PROXY`` and
-    ``NO_PROXY`` are honoured when no ``proxy`` is given. ``ca_bundle`` (a PEM file or
-    directory) adds CAs to the system's; ``client_cert`` and ``client_key`` (PEM files) are
-    presented for mTLS; ``ssl_context`` replaces all of these. TLS 1.2 is the least accepted.
-    Redirects are never followed, and a reply larger than ``max_response_bytes`` (after
-    decompression) is an error.
+    Networks (see ``docs/network-security.md`` in the source distribution): ``proxy`` is an
+    ``http(s)://`` forward proxy (credentials in it are kept secret); with ``trust_env`` (the
+    default) ``HTTPS_PROXY`` and ``NO_PROXY`` are honoured when no ``proxy`` is given.
+    ``ca_bundle`` (a PEM file or directory) adds CAs to the system's; ``client_cert`` and
+    ``client_key`` (PEM files) are presented for mTLS; ``ssl_context`` replaces all of these.
+    TLS 1.2 is the least accepted. Redirects are never followed, and a reply larger than
+    ``max_response_bytes`` (after decompression) is an error.
 
     The token request authenticates the client as ``token_auth_method`` says:
     ``"client_secret_post"`` (the default: the secret in the JSON body, as the integration
