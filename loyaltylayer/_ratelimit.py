@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._errors import BudgetExhaustedError
+from ._retry_after import cap_retry_after
 
 __all__ = [
     "PROBE_FIRST",
@@ -249,10 +250,12 @@ def _ceil_us(ns: int) -> float:
 
 
 def check_block(seconds: float) -> int:
-    """A server block's length in integer nanoseconds; every limiter refuses the same bad values."""
+    """A server block's length in integer nanoseconds, at most ``MAX_RETRY_AFTER`` whoever asks
+    (one bad ``Retry-After`` must not stall every call for longer); every limiter refuses the
+    same bad values."""
     if not (seconds >= 0 and math.isfinite(seconds)):
         raise ValueError("block seconds must be a non-negative, finite number")
-    return _seconds_to_ns(seconds)
+    return _seconds_to_ns(cap_retry_after(seconds))
 
 
 def _whole(value: str | None) -> int | None:

@@ -1,10 +1,12 @@
 """A server-sent wait is honoured up to 15 minutes, never the 32 years ``retry_after: 1e9`` asks
-for: in the transport (body or header) and in the Redis limiter every process shares."""
+for: in the transport (body or header), in every limiter, and in the Redis limiter every process
+shares."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from network_servers import serving
 from sdk_env import CLIENT_ID, CLIENT_SECRET, holder, running
 
 import loyaltylayer as ll
+from loyaltylayer._ratelimit import LeaseLimiter, Limiter, UnlimitedLimiter
 from loyaltylayer._retry_after import MAX_RETRY_AFTER
 from loyaltylayer._transport import _retry_after
 from loyaltylayer.contrib.redis import RedisRateLimiter
@@ -99,6 +102,23 @@ async def test_a_retry_after_header_of_1e9_is_capped_too() -> None:
             await client.passes.status("pss_1")
         assert 900.0 < await client.limiter.blocked_for() <= 901.0  # the cap and one margin
     assert excinfo.value.retry_after == 900.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LeaseLimiter(ll.RateLimit(adaptive=False)),
+        lambda: LeaseLimiter(ll.RateLimit()),
+        UnlimitedLimiter,
+    ],
+)
+async def test_every_in_process_limiter_caps_a_block_asked_for_directly(
+    make: Callable[[], Limiter],
+) -> None:
+    limiter = make()
+    await limiter.block(1e9)
+    # 15 minutes, and the adaptive limiter's one-second margin: never 32 years.
+    assert 899.0 < await limiter.blocked_for() <= 901.0
 
 
 async def test_the_redis_limiter_caps_a_block_for_the_whole_fleet(

@@ -37,7 +37,6 @@ from .._ratelimit import (
     check_block,
     origin_of,
 )
-from .._retry_after import cap_retry_after
 from ._redis_connection import UNAVAILABLE, RedisClients, RedisUnavailableError, open_client
 
 __all__ = ["RedisLimiterStats", "RedisRateLimiter"]
@@ -592,8 +591,6 @@ class RedisRateLimiter(Limiter):
     async def block(self, seconds: float) -> None:
         """Block every process sharing this budget; at most ``MAX_RETRY_AFTER`` (15 minutes),
         whoever asks: one bad ``Retry-After`` must not stall the whole fleet for longer."""
-        check_block(seconds)
-        seconds = cap_retry_after(seconds)
         block_us = -(-check_block(seconds) // 1000)
         if not block_us:
             return
