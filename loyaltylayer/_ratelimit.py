@@ -575,14 +575,9 @@ class _LeasePool(_Gate):
             # one for each other call, so that the leases free up evenly and an interactive
             # call waits at most for the next one (leases free up one hold after they were
             # taken, so a burst, once in a budget used to the full, would leave a hole in
-            # every later window). The pace is a schedule, not a gap after the last grant: a
-            # grant that came late (its lease's reply was slow) lets the next come one spacing
-            # sooner, so one slow reply does not delay every later grant for good.
+            # every later window).
             spacing = self._hold_ns // self._limit
-            if rank == 2:
-                start = max(now - spacing, self._batch_paced_until)
-            else:
-                start = max(now, self._batch_paced_until)
+            start = now if rank == 2 else max(now, self._batch_paced_until)
             self._batch_paced_until = start + spacing
 
     def _give_back(self, waiter: _Waiter) -> None:

@@ -142,8 +142,7 @@ if blocked == 0 and paced == 0 and held < allowed then
   if class < 2 then redis.call('ZREM', KEYS[3 + class], id) end
   if class == 2 and held + 1 >= allowed then
     local spacing = math.floor(hold / limit)
-    local slot = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), now - spacing) + spacing
-    redis.call('SET', KEYS[6], us(slot), 'PX', math.ceil((slot - now + spacing) / 1000) + 1)
+    redis.call('SET', KEYS[6], us(now + spacing), 'PX', math.ceil(spacing / 1000) + 1)
   end
   return {1, 0, held, limit, 0}
 end
