@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 from recording_proxy import RecordingProxy
-from sdk_env import CLIENT_ID, CLIENT_SECRET, paths, running
+from sdk_env import CLIENT_ID, CLIENT_SECRET, fresh_interpreter, paths, running
 
 import loyaltylayer as ll
 from loyaltylayer.cli._app import cli
@@ -154,6 +155,47 @@ def test_each_method_authenticates_the_sync_client_too(
     with ll.LoyaltyLayer(client_id, secret, proxy.url, **options) as client:
         assert len(client.cards.encryption_keys().keys) == 1
     _check_token_request(method, proxy, rsa_key, ec_key)
+
+
+AUTHLIB_PROBE = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from joserfc.jwk import RSAKey
+    import loyaltylayer as ll
+    from loyaltylayer.sandbox import ClientRegistration, SandboxConfig, SandboxThread
+
+    key = RSAKey.generate_key(2048)
+    config = SandboxConfig(
+        rate_key="off",
+        clients={"basic-client": "b-secret"},
+        registrations={
+            "basic-client": ClientRegistration(token_auth_method="client_secret_basic"),
+            "jwt-rsa": ClientRegistration(
+                token_auth_method="private_key_jwt", public_key=key.as_pem(private=False)
+            ),
+        },
+    )
+
+    async def one_token_each(url):
+        basic = ll.AsyncLoyaltyLayer(
+            "basic-client", "b-secret", url, token_auth_method="client_secret_basic"
+        )
+        signed = ll.AsyncLoyaltyLayer("jwt-rsa", None, url, private_key=key.as_pem(private=True))
+        async with basic, signed:
+            return [len((await c.cards.encryption_keys()).keys) for c in (basic, signed)]
+
+    with SandboxThread(config) as sandbox:
+        keys = asyncio.run(one_token_each(sandbox.base_url))
+    print(json.dumps({"keys": keys, "authlib": sorted(m for m in sys.modules if "authlib" in m)}))
+    """
+)
+
+
+def test_authlib_authenticates_without_its_deprecated_jose() -> None:
+    out = fresh_interpreter(AUTHLIB_PROBE)
+    assert out["keys"] == [1, 1]
+    assert {"authlib.oauth2.auth", "authlib.oauth2.rfc7523"} <= set(out["authlib"])
+    assert [m for m in out["authlib"] if m.startswith("authlib.jose")] == []
 
 
 async def test_every_attempt_signs_a_new_assertion(config: SandboxConfig, rsa_key: RSAKey) -> None:
