@@ -10,8 +10,9 @@ a sliding window.
 
 One budget serves every event loop of a process that talks to one host (an async web app's loop
 and the sync facade's portal loop, say), so its state is guarded by a lock and a waiter on one
-loop can be handed a lease freed on another. Loops that use a budget at the same time must read
-the same clock, as asyncio's and uvloop's loops do (the monotonic clock).
+loop can be handed a lease freed on another. Only loops that read the same clock share a budget:
+asyncio's and uvloop's loops read the monotonic clock; a loop of another clock (a virtual-time
+test) gets a budget of its own.
 
 Time is read only from ``loop.time()`` and handled in integer nanoseconds, and every wake-up is
 rounded up to a whole microsecond. That keeps the limiter correct under virtual time (looptime),
@@ -302,29 +303,34 @@ _STATE_LOCK = _ProcessLock()
 """Guards the swap of a limiter's state for a fresh one, and the shared limiters' registry."""
 
 
+_SAME_CLOCK = 1.0
+"""How far, in seconds, a loop's time may be from ``time.monotonic()`` and still be that clock:
+uvloop reads it once per loop iteration; a virtual clock starts at 0, the monotonic clock at
+boot."""
+
+
 def _reads_the_monotonic_clock(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop.time()`` is asyncio's own (``time.monotonic()``), which every such loop of
-    the process shares, whenever it runs."""
-    return type(loop).time is asyncio.BaseEventLoop.time
+    """Whether ``loop.time()`` is the monotonic clock, which every such loop of the process
+    shares, whenever it runs (asyncio's loops and uvloop's do; a virtual-time loop does not)."""
+    return abs(loop.time() - time.monotonic()) < _SAME_CLOCK
 
 
 class _Gate:
     """A limiter's state in one process: the server-block barrier, shared by every loop using it.
 
-    Loops that use the state at the same time share it (they read one clock). A loop that comes
-    after every loop that used the state has stopped (a second ``asyncio.run``, a one-off loop
-    per request) keeps it too, leases and block, when they all read asyncio's monotonic clock:
-    the server has not forgotten those requests. Otherwise (a virtual clock, which restarts at
-    0 with each test) it starts a fresh state, as a forked child does. The loops are referenced
-    weakly, so a closed loop can go.
+    Every loop of the monotonic clock shares it, at the same time (an async app's loop and the
+    sync portal's) or in turn (a second ``asyncio.run``, a one-off loop per request): the server
+    has not forgotten the requests of a loop that stopped. A state made on another clock (a
+    virtual one, which restarts at 0 with each test) serves its own loop only, and a loop of
+    another clock than the state's starts a fresh state, as a forked child does: times of one
+    clock mean nothing on another.
     """
 
-    __slots__ = ("_last", "_loops", "_monotonic", "_pid", "blocked_until", "lock")
+    __slots__ = ("_last", "_monotonic", "_pid", "blocked_until", "lock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.lock = threading.Lock()
         self._pid = os.getpid()
-        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet([loop])
         self._last = weakref.ref(loop)
         self._monotonic = _reads_the_monotonic_clock(loop)
         self.blocked_until = _now_ns(loop)
@@ -334,17 +340,12 @@ class _Gate:
         return self._last() is loop and self._pid == os.getpid()
 
     def admit(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether ``loop`` may share this state: it used it before, or a loop that did still
-        runs (call with ``lock`` held)."""
+        """Whether ``loop`` may share this state: this process's, and both read the monotonic
+        clock (call with ``lock`` held)."""
         if self._pid != os.getpid():
             return False
-        if loop not in self._loops:
-            monotonic = _reads_the_monotonic_clock(loop)
-            running = any(other.is_running() and not other.is_closed() for other in self._loops)
-            if not running and not (self._monotonic and monotonic):
-                return False
-            self._monotonic = self._monotonic and monotonic
-            self._loops.add(loop)
+        if not (self._monotonic and _reads_the_monotonic_clock(loop)):
+            return False
         self._last = weakref.ref(loop)
         return True
 

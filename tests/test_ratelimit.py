@@ -637,6 +637,49 @@ def test_a_loop_of_another_clock_starts_afresh() -> None:
     assert limiter.stats.started == 1  # counted afresh
 
 
+class _VirtualClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose time starts at 0, as a virtual-time (looptime) loop's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._zero = time.monotonic()
+
+    def time(self) -> float:
+        return super().time() - self._zero
+
+
+def test_a_loop_of_another_clock_never_shares_a_running_loops_budget() -> None:
+    """A virtual-time test in a process whose sync portal still runs an earlier test's loop on
+    the same origin (a port used again): that loop's leases and block, in monotonic time, would
+    read as hours on the test's clock."""
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
+    real = asyncio.new_event_loop()
+    runner = threading.Thread(target=real.run_forever, daemon=True)
+    runner.start()
+
+    async def lease_and_block() -> None:
+        async with limiter.lease():
+            pass
+        await limiter.block(600.0)
+
+    async def lease_at_once() -> float:
+        async with limiter.lease(max_wait=1.0):
+            pass
+        return await limiter.blocked_for()
+
+    virtual = _VirtualClockLoop()
+    try:
+        asyncio.run_coroutine_threadsafe(lease_and_block(), real).result(5)
+        assert real.is_running()
+        assert virtual.run_until_complete(lease_at_once()) == 0.0
+        assert limiter.stats.started == 1  # the virtual loop's own budget
+    finally:
+        virtual.close()
+        real.call_soon_threadsafe(real.stop)
+        runner.join(5)
+        real.close()
+
+
 @pytest.mark.looptime
 async def test_a_forked_child_starts_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
     limiter = LeaseLimiter(RateLimit(requests=1, per=60.0))
