@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import attrs
 import pytest
+import uvloop
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -693,6 +694,37 @@ async def test_a_forked_child_starts_afresh(monkeypatch: pytest.MonkeyPatch) -> 
     t0 = now()
     async with limiter.lease():
         assert now() == t0
+
+
+def test_a_uvloop_loop_shares_the_budget_of_an_asyncio_loop() -> None:
+    """uvicorn runs on uvloop where it is installed, beside the sync portal's asyncio loop: both
+    read the monotonic clock, so they draw on one budget and see one block."""
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
+    portal = asyncio.new_event_loop()
+    runner = threading.Thread(target=portal.run_forever, daemon=True)
+    runner.start()
+
+    async def lease_and_block() -> None:
+        async with limiter.lease():
+            pass
+        await limiter.block(600.0)
+
+    async def on_uvloop() -> tuple[float, float | None]:
+        with pytest.raises(ll.BudgetExhaustedError) as info:
+            async with limiter.lease(max_wait=1.0):
+                pass
+        return await limiter.blocked_for(), info.value.retry_after
+
+    try:
+        asyncio.run_coroutine_threadsafe(lease_and_block(), portal).result(5)
+        blocked, retry_after = uvloop.run(on_uvloop())
+    finally:
+        portal.call_soon_threadsafe(portal.stop)
+        runner.join(5)
+        portal.close()
+    assert blocked == pytest.approx(600.0, abs=1.0)
+    assert retry_after == pytest.approx(limiter.config.hold, abs=1.0)  # the asyncio loop's lease
+    assert limiter.stats.started == 1
 
 
 def test_loops_running_at_once_share_one_budget() -> None:
