@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gc
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 import pytest
@@ -649,19 +650,34 @@ class _VirtualClockLoop(asyncio.SelectorEventLoop):
         return super().time() - self._zero
 
 
-def test_a_loop_of_another_clock_never_shares_a_running_loops_budget() -> None:
-    """A virtual-time test in a process whose sync portal still runs an earlier test's loop on
-    the same origin (a port used again): that loop's leases and block, in monotonic time, would
-    read as hours on the test's clock."""
-    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
-    real = asyncio.new_event_loop()
-    runner = threading.Thread(target=real.run_forever, daemon=True)
+@contextlib.contextmanager
+def _leased_and_blocked_on_a_running_loop(limiter: LeaseLimiter) -> Iterator[None]:
+    """A real-clock loop that keeps running on a thread, as the sync portal's does, after it
+    took a lease of ``limiter`` and set a 600 s block."""
+    portal = asyncio.new_event_loop()
+    runner = threading.Thread(target=portal.run_forever, daemon=True)
     runner.start()
 
     async def lease_and_block() -> None:
         async with limiter.lease():
             pass
         await limiter.block(600.0)
+
+    try:
+        asyncio.run_coroutine_threadsafe(lease_and_block(), portal).result(5)
+        assert portal.is_running()
+        yield
+    finally:
+        portal.call_soon_threadsafe(portal.stop)
+        runner.join(5)
+        portal.close()
+
+
+def test_a_loop_of_another_clock_never_shares_a_running_loops_budget() -> None:
+    """A virtual-time test in a process whose sync portal still runs an earlier test's loop on
+    the same origin (a port used again): that loop's leases and block, in monotonic time, would
+    read as hours on the test's clock."""
+    limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
 
     async def lease_at_once() -> float:
         async with limiter.lease(max_wait=1.0):
@@ -670,15 +686,11 @@ def test_a_loop_of_another_clock_never_shares_a_running_loops_budget() -> None:
 
     virtual = _VirtualClockLoop()
     try:
-        asyncio.run_coroutine_threadsafe(lease_and_block(), real).result(5)
-        assert real.is_running()
-        assert virtual.run_until_complete(lease_at_once()) == 0.0
-        assert limiter.stats.started == 1  # the virtual loop's own budget
+        with _leased_and_blocked_on_a_running_loop(limiter):
+            assert virtual.run_until_complete(lease_at_once()) == 0.0
+            assert limiter.stats.started == 1  # the virtual loop's own budget
     finally:
         virtual.close()
-        real.call_soon_threadsafe(real.stop)
-        runner.join(5)
-        real.close()
 
 
 @pytest.mark.looptime
@@ -700,14 +712,6 @@ def test_a_uvloop_loop_shares_the_budget_of_an_asyncio_loop() -> None:
     """uvicorn runs on uvloop where it is installed, beside the sync portal's asyncio loop: both
     read the monotonic clock, so they draw on one budget and see one block."""
     limiter = LeaseLimiter(RateLimit(requests=1, per=3600.0, adaptive=False))
-    portal = asyncio.new_event_loop()
-    runner = threading.Thread(target=portal.run_forever, daemon=True)
-    runner.start()
-
-    async def lease_and_block() -> None:
-        async with limiter.lease():
-            pass
-        await limiter.block(600.0)
 
     async def on_uvloop() -> tuple[float, float | None]:
         with pytest.raises(ll.BudgetExhaustedError) as info:
@@ -715,13 +719,8 @@ def test_a_uvloop_loop_shares_the_budget_of_an_asyncio_loop() -> None:
                 pass
         return await limiter.blocked_for(), info.value.retry_after
 
-    try:
-        asyncio.run_coroutine_threadsafe(lease_and_block(), portal).result(5)
+    with _leased_and_blocked_on_a_running_loop(limiter):
         blocked, retry_after = uvloop.run(on_uvloop())
-    finally:
-        portal.call_soon_threadsafe(portal.stop)
-        runner.join(5)
-        portal.close()
     assert blocked == pytest.approx(600.0, abs=1.0)
     assert retry_after == pytest.approx(limiter.config.hold, abs=1.0)  # the asyncio loop's lease
     assert limiter.stats.started == 1
