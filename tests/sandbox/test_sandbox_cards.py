@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -269,5 +270,7 @@ async def test_no_card_data_in_journal_or_errors(api: Api) -> None:
     replies.append(await api.tokenize(_card(CardNumber=canary[:-1] + "3", Cvv="987")))
     assert replies[0].status == 200
     text = repr(api.sandbox.journal()) + json.dumps([r.body for r in replies])
-    for secret in (canary, canary[:-1] + "3", "987", value, "sandbox-secret", await api.token()):
+    for secret in (canary, canary[:-1] + "3", value, "sandbox-secret", await api.token()):
         assert secret not in text
+    # Three digits can occur inside random ids; standing alone they would be the CVV.
+    assert re.search(r"(?<![\w.])987(?![\w.])", text) is None
