@@ -386,8 +386,8 @@ class _Bound(Generic[_G]):
     def _bind_state(
         self, new: Callable[[asyncio.AbstractEventLoop], _G]
     ) -> tuple[asyncio.AbstractEventLoop, _G]:
-        """The running loop and the limiter's state for it: fresh when no loop using the old
-        state is running any more (a new test, a new ``asyncio.run``) or the process forked."""
+        """The running loop and the limiter's state for it: fresh when the loop reads another
+        clock than the old state's (a virtual-time test) or the process forked."""
         loop = asyncio.get_running_loop()
         state = self._state
         if state is not None and state.serves(loop):
@@ -818,11 +818,10 @@ class LeaseLimiter(_Bound[_LeasePool], Limiter):
 
     One limiter serves every loop of the process at once (the state is guarded by a lock), so
     clients of one process that talk to one host share one budget (:func:`shared_limiter`), as
-    the server counts per IP. Nothing is bound to an event loop until first use. Used from a
-    new loop once every loop that used it has stopped (a second ``asyncio.run``), it keeps its
-    leases and block when both loops read asyncio's monotonic clock, and starts afresh (all
-    leases free, no block) on a loop of another clock (a virtual-time test) or in a forked
-    child.
+    the server counts per IP. Nothing is bound to an event loop until first use. Every loop of
+    the monotonic clock (asyncio's, uvloop's) shares its leases and block, at once or in turn (a
+    second ``asyncio.run``); a loop of another clock (a virtual-time test) starts afresh (all
+    leases free, no block), as a forked child does.
     """
 
     def __init__(self, config: RateLimit = _DEFAULT_RATE_LIMIT) -> None:
