@@ -454,16 +454,17 @@ def test_a_sync_call_with_a_short_deadline_under_a_full_budget_fails_at_once() -
     rate = RateLimit(requests=2, per=60.0)
     with SandboxThread(SandboxConfig(seed=1, rate_key="off")) as sandbox:
         with ll.LoyaltyLayer(
-            CLIENT_ID, CLIENT_SECRET, sandbox.base_url, rate_limit=rate, deadline=2.0
+            CLIENT_ID, CLIENT_SECRET, sandbox.base_url, rate_limit=rate, deadline=30.0
         ) as client:
             client.cards.encryption_keys()
             started = time.monotonic()
             with pytest.raises(ll.BudgetExhaustedError) as info:
                 client.cards.encryption_keys()
-            assert time.monotonic() - started < 1.0
+            # At once, not at the deadline: half of it is far more than any scheduling delay.
+            assert time.monotonic() - started < 15.0
         assert len(sandbox.journal()) == 2
     assert info.value.retry_after is not None
-    assert info.value.retry_after > 2.0
+    assert info.value.retry_after > 30.0
 
 
 @pytest.mark.looptime

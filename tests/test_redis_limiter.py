@@ -4,6 +4,10 @@ Redis ``TIME`` is real time, so windows are scaled down (10 requests per 0.5 s) 
 faked. Grant and release times are read from Redis ``TIME`` inside each lease: the grant
 happened before the first reading and the release after the second, so if these readings keep
 the promise, the real lease times do too.
+
+That the whole budget can be used is shown by a window that counts exactly N. How much of it a
+run uses over time depends on how a shared machine schedules the callers, so that is measured in
+``benchmarks/`` (figure 9), not asserted here.
 """
 
 from __future__ import annotations
@@ -102,17 +106,6 @@ def max_counted(leases: list[Lease], per: float) -> int:
     )
 
 
-def throughput(leases: list[Lease], requests: int, per: float) -> float:
-    """Sustained starts per window as a fraction of ``requests``, from whole budgets only.
-
-    It measures the time from the first start to the start that opens the last full budget,
-    so the start-up burst and a cut-off tail do not flatter or spoil it.
-    """
-    starts = sorted(start for start, _ in leases)
-    budgets = (len(starts) - 1) // requests
-    return budgets * per / (starts[budgets * requests] - starts[0])
-
-
 def test_max_counted_catches_an_overlap() -> None:
     leases = [(0.0, 0.1), (0.55, 0.6)]
     assert max_counted(leases, 0.5) == 2
@@ -127,7 +120,6 @@ async def test_many_coroutines_keep_the_promise_and_share_the_turn(
     await run_for(3.0, *(use_leases(limiter, redis, leases) for _ in range(30)))
 
     assert max_counted(leases, PER) == N
-    assert throughput(leases, N, PER) >= 0.9
     stats = limiter.stats
     assert stats.started == len(leases) + stats.in_flight
     # 30 waiting coroutines ask Redis about once per lease, not each one every time one frees.
@@ -176,7 +168,6 @@ async def test_processes_with_skewed_clocks_share_one_budget(
     leases = [lease for worker_leases in per_worker for lease in worker_leases]
     assert all(worker_leases for worker_leases in per_worker)
     assert max_counted(leases, PER) == N
-    assert throughput(leases, N, PER) >= 0.9
 
 
 async def test_a_block_from_one_worker_pauses_the_others(

