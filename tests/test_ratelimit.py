@@ -551,7 +551,6 @@ class _Counted(Coroutine[Any, Any, None]):
 
 
 @pytest.mark.looptime
-@pytest.mark.timeout(10)
 async def test_ten_thousand_waiters_one_timer_and_no_herd() -> None:
     limiter = LeaseLimiter(RateLimit(requests=100, per=60.0))
     loop = asyncio.get_running_loop()
