@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import hypothesis
 import pytest
 import redis.asyncio as aioredis
 from hosts import create_pass
 from redis_server import redis_url_or_skip
 from sandbox_process import SandboxProcess
+
+# No per-example deadline: on a shared machine a pause of the process is not a slow example.
+hypothesis.settings.register_profile("loyaltylayer", deadline=None)
+hypothesis.settings.load_profile("loyaltylayer")
 
 
 @pytest.fixture(scope="session")

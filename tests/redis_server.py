@@ -15,8 +15,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
-__all__ = ["free_port", "redis_server", "redis_url_or_skip"]
+__all__ = [
+    "connections",
+    "connections_once_closed",
+    "free_port",
+    "redis_server",
+    "redis_url_or_skip",
+]
 
 _START_TIMEOUT = 5.0
 
@@ -82,3 +89,18 @@ def redis_url_or_skip() -> Iterator[str]:
         )
     with redis_server(binary) as url:
         yield url
+
+
+def connections(server: redis.Redis, name: str) -> int:
+    """Connections open to ``server`` with this ``client_name`` (a test names its own, so other
+    tests' connections to the same server, some still closing, are not counted)."""
+    return sum(1 for client in server.client_list() if client["name"] == name)
+
+
+def connections_once_closed(server: redis.Redis, name: str) -> int:
+    """The count once the server has seen those connections close: it notices on its own loop, a
+    moment after the client closed them. A connection left open still counts after 5 s."""
+    deadline = time.monotonic() + 5.0
+    while (count := connections(server, name)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return count

@@ -186,8 +186,8 @@ def test_sigint_drains_in_flight_then_resumes(fresh: SandboxProcess, tmp_path: P
 def test_the_first_sigint_stops_the_job_within_the_records_in_flight(
     fresh: SandboxProcess, tmp_path: Path
 ) -> None:
-    # 400 records do not fit in a window of 100: the job is spread, a tokenize every 0.1 s.
-    args = enroll_args(write_input(tmp_path / "in.csv", 400), "--rate", "100", "--per", "10")
+    # 400 records do not fit in a window of 100: the job is spread, a tokenize every 0.4 s.
+    args = enroll_args(write_input(tmp_path / "in.csv", 400), "--rate", "100", "--per", "40")
     results = tmp_path / "results.jsonl"
     process = start(args, tmp_path, fresh.url)
     wait_for(lambda: results.exists() and statuses(results)["pending"] >= 3)
@@ -197,7 +197,8 @@ def test_the_first_sigint_stops_the_job_within_the_records_in_flight(
     assert process.returncode == 130, out
     table = summary(out)
     created = int(table["Created"])
-    # What was in flight: about --concurrency (8) records, and those tokenized before.
+    # What was in flight: about --concurrency (8) records, and those tokenized before (4 s of
+    # slack for the signal to arrive: 10 tokenizes).
     assert 3 <= created <= 3 + 8 + 2 + 10
     assert int(table["Not started"]) == 400 - created
     assert len(fresh.passes()) == created
@@ -223,7 +224,7 @@ def test_sigint_before_the_job_starts_exits_130_with_one_line(
 
 
 def test_server_block_pauses_the_job_and_it_resumes(tmp_path: Path) -> None:
-    limited = SandboxProcess("--rate-limit", "30", "--rate-window", "2", "--block", "1")
+    limited = SandboxProcess("--rate-limit", "30", "--rate-window", "2", "--block", "4")
     try:
         args = enroll_args(write_input(tmp_path / "in.csv", 50), "--rate", "100", "--per", "2")
         code, out, _ = run(args, tmp_path, limited.url)
@@ -236,10 +237,11 @@ def test_server_block_pauses_the_job_and_it_resumes(tmp_path: Path) -> None:
     assert summary(out)["Created"] == "50"
     blocked = [e["time"] for e in journal if e["status"] == 429]
     assert blocked
-    starts = [t for i, t in enumerate(blocked) if i == 0 or t - blocked[i - 1] > 0.5]
+    starts = [t for i, t in enumerate(blocked) if i == 0 or t - blocked[i - 1] > 2.0]
     assert len(blocked) <= len(starts) * 9
     for t0 in starts:
-        during = [e for e in journal if t0 + 0.25 < e["time"] < t0 + 1.0]
+        # Requests already on their way may land in the first second; none after, until it ends.
+        during = [e for e in journal if t0 + 1.0 < e["time"] < t0 + 4.0]
         assert during == []
 
 
@@ -357,7 +359,7 @@ def test_a_results_file_lost_mid_job_reruns_with_the_same_job_id_without_duplica
     fresh: SandboxProcess, tmp_path: Path
 ) -> None:
     args = enroll_args(write_input(tmp_path / "in.csv", 600), "--job-id", "campaign-7")
-    args += ["--rate", "300", "--per", "1"]
+    args += ["--rate", "100", "--per", "1"]
     results = tmp_path / "results.jsonl"
     process = start(args, tmp_path, fresh.url)
     wait_for(lambda: results.exists() and statuses(results)["created"] >= 100)

@@ -101,7 +101,8 @@ def test_a_redis_url_that_cannot_be_read_is_a_configuration_error(tmp_path: Path
 def test_redis_going_away_mid_job_stops_it_with_exit_4_and_a_rerun_finishes(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
-    args = (str(write_input(tmp_path / "in.csv", 300)), "--rate", "100000", "--per", "1")
+    # Paced: most records still wait for a lease, seconds after the first create, when Redis goes.
+    args = (str(write_input(tmp_path / "in.csv", 300)), "--rate", "50", "--per", "1")
 
     run_until_redis_goes(sandbox, tmp_path, *args, pending=1, latency=1.0)
 
@@ -126,7 +127,7 @@ def test_redis_going_away_while_creates_are_in_flight_stops_the_job_after_them(
     # it is the progress display, asking how long the limiter is blocked, that finds out.
     source = write_input(tmp_path / "in.csv", 5)
 
-    out = run_until_redis_goes(sandbox, tmp_path, str(source), pending=5, latency=2.0)
+    out = run_until_redis_goes(sandbox, tmp_path, str(source), pending=5, latency=6.0)
 
     assert summary(out)["Created"] == "5"
     assert len(sandbox.passes()) == 5

@@ -126,9 +126,7 @@ async def _exercise(url: str, which: int) -> Any:
         return await calls[which]()
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(status=statuses, body=bodies, extra=headers, which=st.integers(0, 5))
 def test_any_reply_gives_a_result_or_an_sdk_error(
     server: ScriptedServer, status: int, body: bytes, extra: dict[str, str], which: int

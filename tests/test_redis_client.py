@@ -6,8 +6,9 @@ import asyncio
 from collections import Counter
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
-from redis_server import free_port
+from redis_server import connections, connections_once_closed, free_port
 from sdk_env import CLIENT_ID, CLIENT_SECRET, cardholder_rows, holder, paths
 
 import loyaltylayer as ll
@@ -39,13 +40,17 @@ async def test_from_env_paces_through_redis_and_closes_its_limiter(
         assert (await redis.info("clients"))["connected_clients"] < connected
 
 
+HANDED_OVER = "loyaltylayer-test-handed-over"
+"""The ``client_name`` of the connections of the limiter handed to the client."""
+
+
 @pytest.mark.parametrize("close_limiter", [False, True])
 async def test_a_limiter_given_is_closed_with_the_client_only_when_handed_over(
     redis_url: str, redis: aioredis.Redis, close_limiter: bool
 ) -> None:
+    server = sync_redis.Redis.from_url(redis_url)
     async with Sandbox(SandboxConfig(rate_key="off")) as sandbox:
-        limiter = ll.RedisRateLimiter.from_url(redis_url)
-        before = (await redis.info("clients"))["connected_clients"]
+        limiter = ll.RedisRateLimiter.from_url(f"{redis_url}?client_name={HANDED_OVER}")
         async with ll.AsyncLoyaltyLayer(
             CLIENT_ID,
             CLIENT_SECRET,
@@ -54,9 +59,11 @@ async def test_a_limiter_given_is_closed_with_the_client_only_when_handed_over(
             close_limiter=close_limiter,
         ) as client:
             await client.passes.create(plan_id="esim-5gb", holder=holder())
-            assert (await redis.info("clients"))["connected_clients"] > before
-        after = (await redis.info("clients"))["connected_clients"]
-        assert (after == before) is close_limiter
+            assert connections(server, HANDED_OVER) == 1
+        if close_limiter:
+            assert connections_once_closed(server, HANDED_OVER) == 0
+        else:
+            assert connections(server, HANDED_OVER) == 1
         if not close_limiter:
             async with ll.AsyncLoyaltyLayer(
                 CLIENT_ID, CLIENT_SECRET, sandbox.base_url, rate_limit=limiter
@@ -64,6 +71,7 @@ async def test_a_limiter_given_is_closed_with_the_client_only_when_handed_over(
                 await again.passes.create(plan_id="esim-5gb", holder=holder())
             await limiter.aclose()
         assert Counter(e.status for e in sandbox.journal()) == {200: 2 if close_limiter else 4}
+    server.close()
 
 
 async def test_workers_share_one_token_through_redis(redis_url: str) -> None:

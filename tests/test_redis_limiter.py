@@ -87,6 +87,14 @@ async def eventually(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
+async def run_until(condition: Callable[[], bool], *callers: Any) -> None:
+    tasks = [asyncio.create_task(caller) for caller in callers]
+    await eventually(condition)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_for(seconds: float, *callers: Any) -> None:
     tasks = [asyncio.create_task(caller) for caller in callers]
     await asyncio.sleep(seconds)
@@ -179,10 +187,10 @@ async def test_a_block_from_one_worker_pauses_the_others(
     await blocker.block(0.1)  # shorter: must not shorten the first
 
     left = await other.blocked_for()
-    assert 0.45 < left <= 0.6 + HOLD - PER  # one margin more than the server said
+    asked = await redis_now(redis)
+    assert before + 0.6 - asked <= left <= 0.6 + HOLD - PER  # one margin more than the server said
     leases: list[Lease] = []
-    await run_for(0.8, *(use_leases(other, redis, leases) for _ in range(3)))
-    assert leases
+    await run_until(lambda: bool(leases), *(use_leases(other, redis, leases) for _ in range(3)))
     assert min(start for start, _ in leases) >= before + 0.6
     assert await blocker.blocked_for() == 0.0
 
@@ -221,7 +229,7 @@ async def test_priority_takes_the_next_free_lease_before_queued_calls(
     asked = await redis_now(redis)
     async with token.lease(priority="token"):
         granted = await redis_now(redis)
-    assert granted - asked >= HOLD - 0.05
+    assert granted >= normal[0][1] + HOLD  # the cycled lease, once it had counted for a hold
     assert all(start > granted for start, _ in normal if start > asked)
     assert await redis.exists(PRIORITY_KEY) == 0
 
@@ -244,14 +252,17 @@ async def test_a_vanished_priority_waiter_holds_back_normal_calls_only_briefly(
             pass
 
     waiter = asyncio.create_task(fetch_token())
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5.0):
+        while not await redis.exists(PRIORITY_KEY):  # noqa: ASYNC110 - its claim is in Redis
+            await asyncio.sleep(0.005)
     waiter.cancel()
     [claim_ends] = await expiries(redis, PRIORITY_KEY)
-    assert asked + HOLD < claim_ends <= asked + HOLD + 1.0 + 0.05
+    # Its last poll's claim: the time to its next poll (at most a hold) and the grace after it.
+    assert asked + HOLD < claim_ends <= await redis_now(redis) + HOLD + 1.0
 
     await eventually(lambda: any(start > asked for start, _ in normal))
     first_after = min(start for start, _ in normal if start > asked)
-    assert claim_ends <= first_after <= claim_ends + 0.05
+    assert claim_ends <= first_after <= claim_ends + HOLD  # at most one batch poll later
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -287,7 +298,7 @@ async def test_a_dead_workers_lease_expires_by_itself(
     survivor = make_limiter(requests=1, per=0.2, request_timeout=request_timeout)
     async with survivor.lease():
         granted = await redis_now(redis)
-    assert expires <= granted <= expires + 0.1
+    assert expires <= granted <= expires + HOLD  # by itself: at most one poll after it expired
 
 
 async def test_a_request_that_outlives_its_lease_still_counts_after_it_ends(
@@ -422,10 +433,10 @@ async def test_the_reserve_is_for_interactive_calls_only(
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1), batch.lease(priority="batch"):
             pass
-    started = web.stats.started
-    async with asyncio.timeout(0.05), web.lease(priority="interactive"):
+    started, polls = web.stats.started, web.stats.polls
+    async with web.lease(priority="interactive"):
         pass
-    assert web.stats.started == started + 1
+    assert (web.stats.started, web.stats.polls) == (started + 1, polls + 1)  # at once, no wait
 
 
 async def test_a_wait_longer_than_allowed_fails_at_once_with_nothing_taken(
@@ -448,18 +459,21 @@ async def test_a_wait_longer_than_allowed_fails_at_once_with_nothing_taken(
     async with limiter.lease(max_wait=HOLD + 0.1):
         pass
     # During a block that outlasts the wait, too.
+    before = await redis_now(redis)
     await limiter.block(5.0)
     with pytest.raises(BudgetExhaustedError) as info:
         async with limiter.lease(max_wait=1.0):
             pass
-    assert info.value.retry_after == pytest.approx(5.0, abs=0.1)
-    assert limiter.stats.blocked_for == pytest.approx(5.0, abs=0.1)
+    blocked_for = limiter.stats.blocked_for
+    waited = await redis_now(redis) - before
+    assert 5.0 - waited <= info.value.retry_after <= 5.0 + HOLD - PER
+    assert 5.0 - waited <= blocked_for <= 5.0 + HOLD - PER
 
 
 async def test_the_learned_limit_is_shared_and_recovers(
     make_limiter: Any, redis: aioredis.Redis
 ) -> None:
-    per = 0.1
+    per = 0.5
     hold = RateLimit(requests=4, per=per).hold
     seen, other = make_limiter(requests=4, per=per), make_limiter(requests=4, per=per)
     for _ in range(4):
@@ -507,5 +521,7 @@ async def test_rate_limit_headers_lower_the_shared_limit_and_pause(
     assert await redis.hget(ADAPTIVE_KEY, "limit") == b"5"  # 1 held + 4 remaining
     await limiter.observe(ServerBudget(limit=3))
     assert await redis.hget(ADAPTIVE_KEY, "limit") == b"3"
+    before = await redis_now(redis)
     await limiter.observe(ServerBudget(remaining=0, reset=2.0))
-    assert await limiter.blocked_for() == pytest.approx(2.0, abs=0.1)
+    left = await limiter.blocked_for()
+    assert 2.0 - (await redis_now(redis) - before) <= left <= 2.0 + HOLD - PER

@@ -7,12 +7,12 @@ A module-level limiter or token cache lives longer than any loop that uses it (o
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis_server import connections, connections_once_closed
 
 import loyaltylayer as ll
 
@@ -31,21 +31,7 @@ def server(redis_url: str) -> Iterator[redis.Redis]:
 
 
 NAME = "loyaltylayer-test-loops"
-"""The ``client_name`` of the backends' connections, so other tests' connections to the same
-server (some still closing) are not counted."""
-
-
-def connections(server: redis.Redis) -> int:
-    return sum(1 for client in server.client_list() if client["name"] == NAME)
-
-
-def connections_once_closed(server: redis.Redis) -> int:
-    """The count once the server has seen the backends' connections close: it notices on its own
-    loop, a moment after the client closed them. A connection left open still counts after 5 s."""
-    deadline = time.monotonic() + 5.0
-    while (count := connections(server)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return count
+"""The ``client_name`` of the backends' connections."""
 
 
 def test_backends_from_a_url_connect_on_each_loop_and_close_with_it(
@@ -58,12 +44,12 @@ def test_backends_from_a_url_connect_on_each_loop_and_close_with_it(
     async def use(run: int) -> tuple[str | None, int]:
         async with limiter.lease():
             await cache.set("key", f"token-{run}", 60.0)
-        return await cache.get("key"), connections(server)
+        return await cache.get("key"), connections(server, NAME)
 
     seen = []
     for run in range(3):
         seen.append(asyncio.run(use(run)))
-        assert connections_once_closed(server) == 0  # each loop closed its own as it shut down
+        assert connections_once_closed(server, NAME) == 0  # each loop closed its own at shutdown
     assert seen == [(f"token-{run}", 2) for run in range(3)]
     assert limiter.stats.started == 3
 
@@ -72,7 +58,7 @@ def test_backends_from_a_url_connect_on_each_loop_and_close_with_it(
         await cache.aclose()
 
     asyncio.run(close())
-    assert connections_once_closed(server) == 0
+    assert connections_once_closed(server, NAME) == 0
 
 
 def test_a_client_given_serves_its_first_loop_and_says_what_to_do_on_another(

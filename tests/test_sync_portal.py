@@ -46,9 +46,9 @@ def _portal_tasks() -> int:
 
 
 def _no_tasks_left_soon() -> bool:
-    """Whether the loop runs no task within a second: a task that has handed out its last item
-    still takes a step or two to end, and a task an earlier test left may be closing."""
-    deadline = time.monotonic() + 1
+    """Whether the loop runs no task within 5 s: a task that has handed out its last item still
+    takes a step or two to end, and a task an earlier test left may be closing."""
+    deadline = time.monotonic() + 5
     while _portal_tasks() and time.monotonic() < deadline:
         time.sleep(0.01)
     return _portal_tasks() == 0
@@ -149,18 +149,23 @@ def test_system_exit_on_the_loop_reaches_its_caller_and_the_loop_runs_on(
 
 
 def _waiting_caller() -> tuple[threading.Thread, list[str]]:
-    """A thread in a long call (after a moment to start it); the EventLoopError that ends it."""
+    """A thread in a long call, once the call runs on the loop; the EventLoopError that ends it."""
     ended: list[str] = []
+    running = threading.Event()
+
+    async def long_call() -> None:
+        running.set()
+        await asyncio.sleep(30)
 
     def call() -> None:
         try:
-            _portal.call(asyncio.sleep, 30)
+            _portal.call(long_call)
         except ll.EventLoopError as error:
             ended.append(str(error))
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.2)
+    assert running.wait(10)
     return caller, ended
 
 
@@ -253,7 +258,11 @@ def test_the_channel_is_bounded() -> None:
     counting = _Counting()
     numbers = _portal.iterate(None, counting.count, 100)
     assert next(numbers) == 0
-    time.sleep(0.2)  # the task runs ahead while the reader is idle: but only so far
+    # The task runs ahead while the reader is idle: but only so far.
+    deadline = time.monotonic() + 5
+    while len(counting.produced) < 1 + _portal._AHEAD and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
     assert len(counting.produced) == 1 + _portal._AHEAD
     numbers.close()
     assert counting.finalized.is_set()
@@ -364,19 +373,29 @@ def test_the_sync_client_reads_records_and_runs_the_checkpoint_on_its_own_thread
 
 
 def _interrupted(run: Callable[[], object]) -> threading.Event:
-    """SIGINT to this (the main) thread while ``run()`` waits; the event is set when the
-    coroutine it ran was cancelled."""
+    """SIGINT to this (the main) thread once ``run()`` waits on :func:`_long`; the event is set
+    when that coroutine was cancelled."""
+    _long_running.clear()
+    _cancelled.clear()
     main = threading.main_thread().ident
-    threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT)).start()
+    assert main is not None
+
+    def interrupt_once_running() -> None:
+        if _long_running.wait(10):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_running).start()
     with pytest.raises(KeyboardInterrupt):
         run()
     return _cancelled
 
 
+_long_running = threading.Event()
 _cancelled = threading.Event()
 
 
 async def _long() -> None:
+    _long_running.set()
     try:
         await asyncio.sleep(30)
     except asyncio.CancelledError:
@@ -385,9 +404,8 @@ async def _long() -> None:
 
 
 def test_ctrl_c_interrupts_a_call_and_cancels_its_task(client: ll.LoyaltyLayer) -> None:
-    _cancelled.clear()
     assert _interrupted(lambda: _portal.call(_long)).wait(5)
-    assert _portal_tasks() == 0
+    assert _no_tasks_left_soon()
     assert client.cards.encryption_keys().keys  # the next call works
 
 
@@ -397,9 +415,8 @@ def test_ctrl_c_interrupts_an_iteration_and_closes_its_generator() -> None:
         await _long()
         yield None
 
-    _cancelled.clear()
     assert _interrupted(lambda: list(_portal.iterate(None, slow))).wait(5)
-    assert _portal_tasks() == 0
+    assert _no_tasks_left_soon()
 
 
 def test_a_collected_client_is_closed_but_not_while_its_children_are_in_use(

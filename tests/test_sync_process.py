@@ -48,6 +48,16 @@ def slow_status(sandbox: SandboxProcess) -> Iterator[None]:
     sandbox.call("DELETE", "faults")
 
 
+def _until_the_slow_request_arrives(sandbox: SandboxProcess) -> None:
+    """Wait (up to 10 s) until the sandbox has given a request the slow fault, and so used it up."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if [fault["fired"] for fault in sandbox.call("GET", "faults")["faults"]] == [1]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the slow request never reached the sandbox")
+
+
 def _env(sandbox: SandboxProcess) -> dict[str, str]:
     return host_env(sandbox.url, sandbox.pass_id)  # type: ignore[attr-defined]
 
@@ -195,7 +205,7 @@ def test_sigint_cancels_the_request_and_the_next_call_works(
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stdout.readline() == "True\n"
-    time.sleep(0.5)  # for the slow request to reach the sandbox (and use up its fault)
+    _until_the_slow_request_arrives(sandbox)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert (process.returncode, unexpected(err), out) == (0, "", "interrupted True\nTrue\n")

@@ -338,7 +338,6 @@ def _run_links(machine: Any, sandbox: SandboxHttp) -> None:
             stateful_step_count=8,
             derandomize=True,
             database=None,
-            deadline=None,
             suppress_health_check=list(HealthCheck),
         )
     )

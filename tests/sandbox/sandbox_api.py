@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,6 +17,13 @@ CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-secret"
 VISA = {"CardNumber": "4111111111111111", "CardExpiry": "12/39", "NameOnCard": "ADA", "Cvv": "123"}
 HOLDER = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}
+
+
+def standing_clock() -> Callable[[], float]:
+    """A sandbox clock (``SandboxConfig(clock=...)``) at this whole second that moves only when a
+    test advances it: a boundary 1 s or 1 ms away stays that far however slow the machine is."""
+    standing = float(int(time.time()))
+    return lambda: standing
 
 
 def encrypt(card: Any, jwks: dict[str, Any], *, kid: str | None = None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sandbox_api import CLIENT_ID, CLIENT_SECRET, Api, error_body
+from sandbox_api import CLIENT_ID, CLIENT_SECRET, Api, error_body, standing_clock
 
 from loyaltylayer.sandbox import SandboxConfig
 
@@ -112,6 +112,9 @@ async def test_unknown_token_is_invalid_token(api: Api) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "loyaltylayer_sandbox_config", [SandboxConfig(rate_key="off", clock=standing_clock())]
+)
 async def test_token_expires_after_its_lifetime(api: Api) -> None:
     token = await api.token()
     headers = {"Authorization": f"Bearer {token}"}

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
-from sandbox_api import VISA, Api, encrypt, error_body
+from sandbox_api import VISA, Api, encrypt, error_body, standing_clock
 
 from loyaltylayer import _cardmath
 from loyaltylayer.sandbox import Sandbox, SandboxConfig
@@ -41,8 +41,7 @@ async def test_tokenize_returns_an_enrol_token(api: Api) -> None:
     assert reply.body["card_type"] == "VISA"
     assert reply.body["card_last4"] == "1111"
     expires = dt.datetime.strptime(reply.body["expires_at"], "%Y-%m-%dT%H:%M:%SZ")
-    expected = api.sandbox.clock.now() + 900
-    assert abs(expires.replace(tzinfo=dt.UTC).timestamp() - expected) <= 1
+    assert expires.replace(tzinfo=dt.UTC).timestamp() == api.sandbox.clock.now() + 900
 
 
 @pytest.mark.parametrize(
@@ -259,7 +258,9 @@ async def test_enrol_token_of_another_client_is_invalid(api: Api) -> None:
 @pytest.fixture
 def loyaltylayer_sandbox_config() -> SandboxConfig:
     return SandboxConfig(
-        rate_key="off", clients={"sandbox-client": "sandbox-secret", "other": "other-secret"}
+        rate_key="off",
+        clients={"sandbox-client": "sandbox-secret", "other": "other-secret"},
+        clock=standing_clock(),
     )
 
 

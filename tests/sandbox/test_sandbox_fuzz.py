@@ -44,9 +44,7 @@ def server() -> Iterator[tuple[SandboxThread, str]]:
         yield sb, token
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     path=st.sampled_from(PATHS),
     method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from sandbox_api import HOLDER, Api, error_body
+from sandbox_api import HOLDER, Api, error_body, standing_clock
 
 from loyaltylayer.sandbox import Fault, SandboxConfig
 
@@ -66,6 +66,7 @@ def loyaltylayer_sandbox_config() -> SandboxConfig:
     return SandboxConfig(
         rate_key="off",
         idempotency_ttl=600.0,
+        clock=standing_clock(),
         clients={"sandbox-client": "sandbox-secret", "other": "other-secret"},
     )
 

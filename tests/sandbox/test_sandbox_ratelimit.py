@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from sandbox_api import CLIENT_ID, CLIENT_SECRET, Api, error_body
+from sandbox_api import CLIENT_ID, CLIENT_SECRET, Api, error_body, standing_clock
 
 from loyaltylayer.sandbox import Sandbox, SandboxConfig
 
@@ -18,15 +17,13 @@ from loyaltylayer.sandbox import Sandbox, SandboxConfig
 async def make() -> AsyncIterator[object]:
     """Start sandboxes with given config on the test's loop; yields an Api factory.
 
-    Sandbox time stands still unless the test advances it, so a boundary 1 ms away stays 1 ms
-    away however slowly a shared machine serves the requests; ``clock=None`` follows the loop.
+    Sandbox time stands still unless the test advances it (``clock=None`` follows the loop).
     """
-    standing = time.time()
     async with aiohttp.ClientSession() as session:
         started: list[Sandbox] = []
 
         async def factory(**config: object) -> Api:
-            config.setdefault("clock", lambda: standing)
+            config.setdefault("clock", standing_clock())
             sb = Sandbox(SandboxConfig(**config))  # type: ignore[arg-type]
             await sb.start()
             started.append(sb)
