@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.timeout(300)  # about 45 s on an idle machine: a hang guard, not a speed goal
 def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     result = subprocess.run(
@@ -21,7 +24,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=280,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
