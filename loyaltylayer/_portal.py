@@ -142,20 +142,22 @@ def call(fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs:
     """Run ``fn(*args, **kwargs)`` as a task on the portal loop and return its result.
 
     The caller's contextvars are visible in the task. An exception is re-raised as the same
-    object the coroutine raised. Ctrl-C (any ``BaseException`` while waiting) cancels the task.
+    object the coroutine raised. Ctrl-C (any ``BaseException`` from the moment the call is handed
+    over to the loop) cancels the task.
     """
     portal = _running(stacklevel=4)
     future: concurrent.futures.Future[_T] = concurrent.futures.Future()
     coroutine = fn(*args, **kwargs)
     try:
-        portal.loop.call_soon_threadsafe(_run_task, future, coroutine)  # in the caller's context
-    except RuntimeError:  # the loop was closed: the interpreter is exiting
-        coroutine.close()
-        _park_if_exiting()
-        raise EventLoopError(_EXITING) from None
-    try:
+        try:
+            portal.loop.call_soon_threadsafe(_run_task, future, coroutine)  # in caller's context
+        except RuntimeError:  # the loop was closed: the interpreter is exiting
+            coroutine.close()
+            _park_if_exiting()
+            raise EventLoopError(_EXITING) from None
         return _wait(future, portal)
     except BaseException:
+        # Also a Ctrl-C while the call is being handed over, when the task may already run.
         future.cancel()  # which cancels the task, on the loop (see `_run_task`)
         raise
 
@@ -209,8 +211,9 @@ def iterate(
     (the sync object the iterator came from) is kept alive meanwhile, so its client is not
     closed under it.
     """
-    channel = _Channel(_running(stacklevel=3), fn(*args, **kwargs))
+    channel = _Channel(_running(stacklevel=3))
     try:
+        channel.start(fn(*args, **kwargs))
         while True:
             item = channel.take()
             if item is _END:
@@ -227,13 +230,15 @@ class _Channel:
     """An async iterator and the task on the portal loop that pulls from it, at most ``_AHEAD``
     items ahead of the sync reader, which takes them (and then the end) from a queue."""
 
-    def __init__(self, portal: _Portal, iterator: AsyncIterator[Any]) -> None:
+    def __init__(self, portal: _Portal) -> None:
         self._portal = portal
         self._loop = portal.loop
         self._items: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
         self._room = asyncio.Semaphore(_AHEAD)  # bound to the loop when first waited on
         self._task: asyncio.Task[None] | None = None
         self._ended = False
+
+    def start(self, iterator: AsyncIterator[Any]) -> None:
         self._loop.call_soon_threadsafe(self._start, iterator)  # in the caller's context
 
     def _start(self, iterator: AsyncIterator[Any]) -> None:
@@ -297,7 +302,10 @@ class _Channel:
             waited += _POLL_INTERVAL
 
     def _cancel(self) -> None:
-        if self._task is not None:
+        # Run after `_start` if that was scheduled at all (one thread scheduled both, in order).
+        if self._task is None:  # never started: nothing else would end the wait in `close`
+            self._items.put((_END, None))
+        else:
             self._task.cancel()
 
 
