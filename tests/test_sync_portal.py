@@ -409,6 +409,28 @@ def test_ctrl_c_interrupts_a_call_and_cancels_its_task(client: ll.LoyaltyLayer) 
     assert client.cards.encryption_keys().keys  # the next call works
 
 
+def test_ctrl_c_while_a_call_is_handed_over_still_cancels_its_task() -> None:
+    # Two threads contend for the GIL, so the signal often lands while the caller is still in
+    # `call_soon_threadsafe`, its call already scheduled and running on the loop.
+    stop = threading.Event()
+
+    def contend() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    contenders = [threading.Thread(target=contend) for _ in range(2)]
+    for contender in contenders:
+        contender.start()
+    try:
+        for _ in range(50):
+            assert _interrupted(lambda: _portal.call(_long)).wait(5)
+    finally:
+        stop.set()
+        for contender in contenders:
+            contender.join()
+    assert _no_tasks_left_soon()
+
+
 def test_ctrl_c_interrupts_an_iteration_and_closes_its_generator() -> None:
     async def slow() -> AsyncIterator[None]:
         yield None
