@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from cli_env import last_rows, results_rows, summary, write_input
 from sandbox_process import SandboxProcess
+from waiting import wait_for
 
 CLIENT = {
     "LOYALTYLAYER_CLIENT_ID": "sandbox-client",
@@ -82,13 +83,6 @@ def run(
     out, err = process.communicate(timeout=60)
     assert "Traceback" not in err
     return process.returncode, out, err
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def statuses(path: Path) -> collections.Counter[str]:

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import pytest
@@ -87,17 +87,10 @@ async def eventually(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
-async def run_until(condition: Callable[[], bool], *callers: Any) -> None:
+async def run_while(waiting: Awaitable[None], *callers: Any) -> None:
+    """Run ``callers`` until ``waiting`` is done, then cancel them."""
     tasks = [asyncio.create_task(caller) for caller in callers]
-    await eventually(condition)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def run_for(seconds: float, *callers: Any) -> None:
-    tasks = [asyncio.create_task(caller) for caller in callers]
-    await asyncio.sleep(seconds)
+    await waiting
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -125,7 +118,7 @@ async def test_many_coroutines_keep_the_promise_and_share_the_turn(
 ) -> None:
     limiter = make_limiter()
     leases: list[Lease] = []
-    await run_for(3.0, *(use_leases(limiter, redis, leases) for _ in range(30)))
+    await run_while(asyncio.sleep(3.0), *(use_leases(limiter, redis, leases) for _ in range(30)))
 
     assert max_counted(leases, PER) == N
     stats = limiter.stats
@@ -148,7 +141,8 @@ def _skewed_worker(
         await limiter.check()
         await asyncio.to_thread(barrier.wait, 20)
         leases: list[Lease] = []
-        await run_for(seconds, *(use_leases(limiter, clock, leases) for _ in range(callers)))
+        leasing = (use_leases(limiter, clock, leases) for _ in range(callers))
+        await run_while(asyncio.sleep(seconds), *leasing)
         await limiter.aclose()
         await clock.aclose()
         return leases
@@ -190,7 +184,8 @@ async def test_a_block_from_one_worker_pauses_the_others(
     asked = await redis_now(redis)
     assert before + 0.6 - asked <= left <= 0.6 + HOLD - PER  # one margin more than the server said
     leases: list[Lease] = []
-    await run_until(lambda: bool(leases), *(use_leases(other, redis, leases) for _ in range(3)))
+    callers = (use_leases(other, redis, leases) for _ in range(3))
+    await run_while(eventually(lambda: bool(leases)), *callers)
     assert min(start for start, _ in leases) >= before + 0.6
     assert await blocker.blocked_for() == 0.0
 

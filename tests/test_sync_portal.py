@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from sandbox_process import SandboxProcess
 from sdk_env import cardholder_rows
+from waiting import wait_for
 
 import loyaltylayer as ll
 from loyaltylayer import _portal
@@ -259,13 +260,23 @@ def test_the_channel_is_bounded() -> None:
     numbers = _portal.iterate(None, counting.count, 100)
     assert next(numbers) == 0
     # The task runs ahead while the reader is idle: but only so far.
-    deadline = time.monotonic() + 5
-    while len(counting.produced) < 1 + _portal._AHEAD and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(counting.produced) >= 1 + _portal._AHEAD)
     time.sleep(0.2)
     assert len(counting.produced) == 1 + _portal._AHEAD
     numbers.close()
     assert counting.finalized.is_set()
+
+
+def test_an_iterator_that_cannot_start_fails_at_once() -> None:
+    def refuses() -> AsyncIterator[int]:
+        raise ValueError("refused")
+
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="refused"):
+        next(_portal.iterate(None, refuses))
+    # Not after closing's wait for an end that no started task would ever send.
+    assert time.monotonic() - started < _portal._CLOSE_TIMEOUT / 2
+    assert _no_tasks_left_soon()
 
 
 def test_an_abandoned_iterator_is_closed_when_collected() -> None:

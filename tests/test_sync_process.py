@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 
 import pytest
 from hosts import BAD_OUTPUT, FORK_WARNING, create_pass, host_env, run_script, unexpected
 from sandbox_process import SandboxProcess
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,16 +46,6 @@ def slow_status(sandbox: SandboxProcess) -> Iterator[None]:
     sandbox.call("POST", "faults", fault)
     yield
     sandbox.call("DELETE", "faults")
-
-
-def _until_the_slow_request_arrives(sandbox: SandboxProcess) -> None:
-    """Wait (up to 10 s) until the sandbox has given a request the slow fault, and so used it up."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if [fault["fired"] for fault in sandbox.call("GET", "faults")["faults"]] == [1]:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the slow request never reached the sandbox")
 
 
 def _env(sandbox: SandboxProcess) -> dict[str, str]:
@@ -205,7 +195,8 @@ def test_sigint_cancels_the_request_and_the_next_call_works(
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stdout.readline() == "True\n"
-    _until_the_slow_request_arrives(sandbox)
+    # Once the slow request has reached the sandbox (and used up its fault).
+    wait_for(lambda: [fault["fired"] for fault in sandbox.call("GET", "faults")["faults"]] == [1])
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert (process.returncode, unexpected(err), out) == (0, "", "interrupted True\nTrue\n")
